@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` (set up and run) and `make test` (set up and test).
+# Both create .venv in the repository root. torch is installed first, pinned, so that pip takes
+# the local CPU wheel instead of downloading a CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH) numpy
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/hm2bp train examples/digits.yaml --data builtin:digits --out runs/digits
+	@echo "model, spec and metrics are in runs/digits/ (model.safetensors, spec.json, metrics.json)"
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+bench: setup
+	$(BIN)/python benchmarks/mnist_fc.py --train-samples 2000 --epochs 1
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,159 @@
+"""Spiking layers and their HM2-BP backward rules (spec sections 1.2, 3.2-3.5).
+
+A layer's forward pass maps an input raster (T x B x N_in, 0/1 floats) to its output raster.
+Its backward pass takes delta = dE/da_out (B x N_out, the macro-level error on firing counts) and
+returns the error on the input counts and the weight gradient, built from the S-PSP matrix
+E = Q @ S_in of :mod:`hm2bp_core.spsp`:
+
+    d_i        = delta_i / nu                                          (g_divide_by_threshold)
+    R_ij       = e_ij / a_j  if a_i > 0 and a_j > 0, else 1            (de_ij / da_pre, "effect ratio")
+    rho_ij     = e_ij / a_i  if a_i > 0, else 0.5                      (de_ij / da_post, "side effect")
+    s_i        = (1/nu) sum_l w_il rho_il
+    delta_j^-  = sum_i d_i w_ij R_ij                                   (error passed down)
+    g_ij       = d_i e_ij (1 + s_i) L_i  +  reg_ij                     (L_i: lateral factor, output only)
+
+E is never materialised for a whole batch: every quantity above is linear in E, so it is folded
+into products with the spike weights Q and the sparse input raster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .neuron import LIFParameters, simulate_lif
+from .spec import Hm2bp, Regularization
+from .spsp import spike_weights
+
+
+@dataclass
+class LayerTrace:
+    """What the backward pass needs from one forward pass of a layer (all T x B x N)."""
+
+    inputs: torch.Tensor
+    currents: torch.Tensor  # feed-forward input I[t] = W s_in[t] (without lateral inhibition)
+    spikes: torch.Tensor
+
+
+@dataclass
+class LayerGradient:
+    weight: torch.Tensor  # mean over the batch (or B x ... when per_sample)
+    delta_below: torch.Tensor | None  # B x N_in
+
+
+def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch.Tensor:
+    """reg_ij = lambda * beta * (w_ij/W) * exp(beta * (S_i - 1)), S_i = mean_j (w_ij/W)^2 (spec 4.3).
+
+    Rows are the post neurons (dense) or output maps (conv: all of a map's kernel weights).
+    """
+    if reg.lambda_ == 0 or reg.beta == 0:
+        return torch.zeros_like(weight)
+    scaled = weight / reg.weight_limit
+    rows = scaled.reshape(scaled.shape[0], -1)
+    mean_sq = (rows * rows).mean(dim=1).view(-1, *([1] * (weight.dim() - 1)))
+    return reg.lambda_ * reg.beta * scaled * torch.exp(reg.beta * (mean_sq - 1.0))
+
+
+class DenseLayer:
+    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2)."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        threshold: float,
+        neuron: LIFParameters,
+        regularization: Regularization,
+        lateral: float = 0.0,
+    ):
+        self.weight = weight
+        self.threshold = threshold
+        self.neuron = neuron
+        self.regularization = regularization
+        self.lateral = lateral  # output layer: fixed -lateral between its neurons (spec 4.6)
+
+    @property
+    def units(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+        currents = inputs @ self.weight.T  # all time steps in one product (authors' "fast input response")
+        spikes = simulate_lif(currents, self.threshold, self.neuron, lateral_strength=self.lateral)
+        return LayerTrace(inputs=inputs, currents=currents, spikes=spikes)
+
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,
+        need_delta_below: bool = True,
+        per_sample: bool = False,
+    ) -> LayerGradient:
+        """HM2-BP gradients of this layer for a batch (see the module docstring).
+
+        ``post_spikes`` replaces the layer's own raster in the S-PSP (the output layer passes the
+        raster with the dummy label train). ``per_sample`` returns B x N_out x N_in gradients
+        without the penalty (for tests); otherwise the batch mean with the penalty is returned.
+        """
+        inputs = trace.inputs
+        post = trace.spikes if post_spikes is None else post_spikes
+        w = self.weight
+        nu = self.threshold
+        q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
+        a_in = inputs.sum(0)  # B x N_in
+        a_out = post.sum(0)  # B x N_out
+        firing = a_out > 0
+        silent = ~firing
+        active_in = (a_in > 0).to(w.dtype)
+        d = delta / nu
+        e_silent = switches.silent_post_spsp
+
+        # s_i = (1/nu) sum_l w_il rho_il.  For a firing neuron sum_l w_il e_il = sum_t Q[i,t] I[t,i],
+        # the spike weights against the layer's own input currents (no N_in x N_out product).
+        side = torch.zeros_like(a_out)
+        if switches.side_effect:
+            weighted_psp = (q * trace.currents.permute(1, 2, 0)).sum(-1)  # B x N_out
+            side = torch.where(firing, weighted_psp / (nu * a_out.clamp(min=1)), side)
+            if switches.ratio_fallbacks:
+                side = torch.where(silent, 0.5 * w.sum(1) / nu, side)
+        v = d * (1.0 + side)
+        if lateral_factor is not None:
+            v = v * lateral_factor
+
+        # g_ij = sum_b v_bi e_bij: firing rows through Q @ S_in, silent rows through e = 0.1 * [a_j > 0]
+        vq = (v * firing).unsqueeze(-1) * q  # B x N_out x T
+        silent_v = v * silent
+        if per_sample:
+            grad = torch.bmm(vq, inputs.permute(1, 0, 2))
+            grad = grad + e_silent * silent_v.unsqueeze(-1) * active_in.unsqueeze(1)
+        else:
+            batch, steps = inputs.shape[1], inputs.shape[0]
+            grad = vq.permute(1, 0, 2).reshape(w.shape[0], batch * steps) @ inputs.permute(1, 0, 2).reshape(
+                batch * steps, w.shape[1]
+            )
+            grad = grad + e_silent * silent_v.T @ active_in
+            grad = grad / batch + exponential_penalty_grad(w, self.regularization)
+
+        delta_below = None
+        if need_delta_below:
+            delta_below = self._delta_below(inputs, q, d, firing, a_in, switches)
+        return LayerGradient(weight=grad, delta_below=delta_below)
+
+    def _delta_below(self, inputs, q, d, firing, a_in, switches: Hm2bp) -> torch.Tensor:
+        """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (spec 3.2-3.3)."""
+        w = self.weight
+        d_firing = d * firing
+        d_silent = d * ~firing
+        # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (sum_i d_i Q[i,t] w_ij)
+        through = (d_firing.unsqueeze(-1) * q).transpose(1, 2) @ w  # B x T x N_in
+        psp_sum = (through * inputs.permute(1, 0, 2)).sum(1)  # B x N_in
+        active = a_in > 0
+        ratio_part = torch.where(active, psp_sum / a_in.clamp(min=1), torch.zeros_like(psp_sum))
+        if switches.ratio_fallbacks:
+            # R = 1 when the post neuron is silent, or when the pre neuron is silent
+            return ratio_part + d_silent @ w + torch.where(active, torch.zeros_like(psp_sum), d_firing @ w)
+        silent_part = switches.silent_post_spsp * (d_silent @ w) / a_in.clamp(min=1)
+        return ratio_part + torch.where(active, silent_part, torch.zeros_like(psp_sum))

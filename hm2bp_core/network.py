@@ -1,0 +1,117 @@
+"""A feed-forward spiking network and one HM2-BP gradient computation over a batch (spec 3.5).
+
+Per sample the authors process the layers top-down: each layer computes the error for the layer
+below with its current weights, then its own gradient. With batches, every sample's gradients are
+computed in parallel and averaged; the optimizer takes one step per batch (spec section 11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .layers import DenseLayer, LayerTrace
+from .neuron import LIFParameters
+from .objective import count_error, lateral_factor, with_dummy_label_train
+from .spec import TrainingSpec
+
+
+@dataclass
+class BatchResult:
+    counts: torch.Tensor  # B x C output spike counts (real spikes)
+    cost: torch.Tensor  # B, the authors' dead-zone cost
+    layer_counts: list[torch.Tensor]  # per layer, B x N spike counts
+    gradients: list[torch.Tensor] | None = None  # per layer, like its weight
+
+
+class SpikingNetwork:
+    """Layers built from ``spec.network``; weights are float32 leaf tensors on ``device``."""
+
+    def __init__(self, spec: TrainingSpec, input_size: int, device: torch.device | str = "cpu", seed: int = 0):
+        self.spec = spec
+        self.neuron = LIFParameters(spec.neuron.tau_m, spec.neuron.tau_s, spec.neuron.refractory)
+        generator = torch.Generator().manual_seed(seed)
+        self.layers: list[DenseLayer] = []
+        fan_in = input_size
+        configs = spec.network.layers
+        for k, cfg in enumerate(configs):
+            if cfg.type != "dense":
+                raise NotImplementedError(f"layer type {cfg.type!r} is not supported yet")
+            # initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (spec 4.2)
+            weight = (torch.rand(cfg.units, fan_in, generator=generator) * 2 - 1) * cfg.init_range
+            is_output = k == len(configs) - 1
+            self.layers.append(
+                DenseLayer(
+                    torch.nn.Parameter(weight.to(device)),
+                    cfg.threshold,
+                    self.neuron,
+                    spec.training.regularization,
+                    lateral=spec.output.lateral_inhibition if is_output else 0.0,
+                )
+            )
+            fan_in = cfg.units
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [layer.weight for layer in self.layers]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"layers.{k}.weight": layer.weight.detach() for k, layer in enumerate(self.layers)}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        for k, layer in enumerate(self.layers):
+            value = tensors[f"layers.{k}.weight"]
+            if value.shape != layer.weight.shape:
+                raise ValueError(f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
+            with torch.no_grad():
+                layer.weight.copy_(value.to(layer.weight.device, layer.weight.dtype))
+
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor) -> list[LayerTrace]:
+        traces = []
+        for layer in self.layers:
+            trace = layer.forward(inputs)
+            traces.append(trace)
+            inputs = trace.spikes
+        return traces
+
+    @torch.no_grad()
+    def run(self, inputs: torch.Tensor, labels: torch.Tensor | None = None,
+            sample_weights: torch.Tensor | None = None, *, per_sample: bool = False,
+            learn: bool = True) -> BatchResult:
+        """Forward a batch (inputs T x B x N_in) and, with ``labels`` and ``learn``, its gradients."""
+        traces = self.forward(inputs)
+        counts = traces[-1].spikes.sum(0)
+        layer_counts = [trace.spikes.sum(0) for trace in traces]
+        if labels is None:
+            return BatchResult(counts, torch.zeros(counts.shape[0], device=counts.device), layer_counts)
+        delta, cost = count_error(counts, labels, self.spec.output)
+        if not learn:
+            return BatchResult(counts, cost, layer_counts)
+        if sample_weights is not None and self.spec.hm2bp.boosting:
+            delta = delta * sample_weights.unsqueeze(1)
+        return BatchResult(counts, cost, layer_counts, self._gradients(traces, labels, delta, per_sample))
+
+    def _gradients(self, traces, labels, delta, per_sample):
+        switches = self.spec.hm2bp
+        out_layer, out_trace = self.layers[-1], traces[-1]
+        factor = None
+        if out_layer.lateral and switches.lateral_factor:
+            factor = lateral_factor(out_trace.spikes, labels, out_layer.threshold, out_layer.lateral,
+                                    self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
+        post = out_trace.spikes
+        if switches.dummy_label_train:
+            post = with_dummy_label_train(post, labels, self.spec.output.desired_count)
+        gradients: list[torch.Tensor] = [None] * len(self.layers)  # type: ignore[list-item]
+        for k in range(len(self.layers) - 1, -1, -1):
+            result = self.layers[k].backward(
+                traces[k], delta, switches,
+                post_spikes=post if k == len(self.layers) - 1 else None,
+                lateral_factor=factor if k == len(self.layers) - 1 else None,
+                need_delta_below=k > 0,
+                per_sample=per_sample,
+            )
+            gradients[k] = result.weight
+            delta = result.delta_below
+        return gradients

@@ -1,0 +1,308 @@
+"""The trainer: epochs of HM2-BP updates, evaluation, checkpoint/resume, progress callbacks.
+
+One epoch (spec 4.1, 4.5, 4.6):
+
+1. order the training samples (authors: 5000 random pair swaps of the running order);
+2. for each batch: encode, simulate, compute the HM2-BP gradients (per-sample in parallel, mean
+   over the batch), one Adam step with lr = lr0 for epochs 0 and 1, lr0 / sqrt(e) after;
+3. boosting: every misclassified sample n of class c gets beta_n *= exp(err_c / 20), with
+   err_c = sum of beta over misclassified samples of c / sum of beta over all samples of c;
+4. evaluate on the test set (and the validation split, if any), write a checkpoint.
+
+Everything random comes from the run's seed: the initial weights, a numpy generator for the
+sample order and split (its state is checkpointed), and per-sample spike trains seeded by
+(seed, split, index). A resumed run therefore ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import (
+    load_checkpoint,
+    load_model,
+    optimizer_tensors,
+    restore_optimizer,
+    save_checkpoint,
+    save_model,
+)
+from .data import Dataset
+from .encoding import rate_encode
+from .network import SpikingNetwork
+from .objective import predict
+from .spec import TrainingSpec
+
+Callback = Callable[[dict[str, Any]], None]
+PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at every epoch end)
+SHUFFLE_SWAPS = 5000  # the authors' cuMatrixVector::shuffle
+
+
+class TrainingCancelled(Exception):
+    """should_stop() returned True; the last checkpoint is the one of the last finished epoch."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The weights or the loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("training.device: CUDA was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
+    """Raise ValueError naming the spec field when ``dataset`` cannot be trained with ``spec``."""
+    if spec.network.input_shape is not None and tuple(spec.network.input_shape) != dataset.input_shape:
+        raise ValueError(
+            f"network.input_shape is {list(spec.network.input_shape)} but the dataset's samples have shape "
+            f"{list(dataset.input_shape)}"
+        )
+    if spec.num_classes != dataset.num_classes:
+        raise ValueError(
+            f"network.layers[-1].units is {spec.num_classes} but the dataset has {dataset.num_classes} classes"
+        )
+    if dataset.kind == "spikes":
+        if spec.encoding.kind != "spikes":
+            raise ValueError("encoding.kind must be 'spikes' for a dataset of spike rasters")
+        steps = int(dataset.x_train.shape[1])
+        if steps != spec.encoding.time_steps:
+            raise ValueError(f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have {steps} steps")
+    elif spec.encoding.kind != "rate":
+        raise ValueError("encoding.kind must be 'rate' for a dataset of images")
+
+
+def learning_rate(spec: TrainingSpec, epoch: int) -> float:
+    """lr for 0-based ``epoch`` (spec 4.1): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
+    if spec.training.lr_schedule == "constant" or epoch < 2:
+        return spec.training.lr
+    return spec.training.lr / math.sqrt(epoch)
+
+
+class Trainer:
+    """A run of ``spec`` on ``dataset`` whose files go to ``out_dir``."""
+
+    def __init__(self, spec: TrainingSpec, dataset: Dataset, out_dir: Path, *,
+                 callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
+                 progress_bar: bool = False):
+        check_fit(spec, dataset)
+        self.spec, self.dataset, self.out_dir = spec, dataset, Path(out_dir)
+        self.callback = callback or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.progress_bar = progress_bar
+        self.device = resolve_device(spec.training.device)
+        cfg = spec.training
+        self.net = SpikingNetwork(spec, dataset.input_size, self.device, seed=cfg.seed)
+        self.optimizer = torch.optim.Adam(self.net.parameters, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
+        n_train = min(len(dataset.x_train), cfg.max_train_samples or len(dataset.x_train))
+        indices = np.arange(n_train)
+        n_val = int(round(cfg.validation_split * n_train))
+        if n_val:
+            held_out = self.rng.permutation(n_train)
+            self.val_indices, indices = np.sort(held_out[:n_val]), np.sort(held_out[n_val:])
+        else:
+            self.val_indices = np.arange(0)
+        self.order = indices.copy()
+        self.boost = np.ones(len(dataset.x_train), dtype=np.float64)
+        self.test_indices = np.arange(min(len(dataset.x_test), cfg.max_test_samples or len(dataset.x_test)))
+        self.epoch = 0  # epochs finished
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    # ----------------------------------------------------------------- data
+    def _batch_inputs(self, split: str, indices: np.ndarray) -> torch.Tensor:
+        data = self.dataset.inputs(split, indices)
+        if self.dataset.kind == "spikes":
+            return data.to(self.device)
+        enc = self.spec.encoding
+        return rate_encode(data.to(self.device), indices, seed=self.spec.training.seed, split=split,
+                           time_steps=enc.time_steps, max_rate=enc.max_rate)
+
+    def _shuffle(self) -> None:
+        mode = self.spec.hm2bp.shuffle
+        n = len(self.order)
+        if mode == "full":
+            self.order = self.rng.permutation(self.order)
+        elif mode == "swaps" and n > 1:
+            pairs = self.rng.integers(0, n, size=(SHUFFLE_SWAPS, 2))
+            for a, b in pairs:
+                self.order[a], self.order[b] = self.order[b], self.order[a]
+
+    # ----------------------------------------------------------- evaluation
+    def evaluate(self, split: str, indices: np.ndarray) -> float:
+        """Accuracy (argmax of output counts) on ``indices`` of ``split``."""
+        if len(indices) == 0:
+            return float("nan")
+        correct = 0
+        size = max(self.spec.training.batch_size, 64)
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            result = self.net.run(self._batch_inputs(split, chunk))
+            correct += int((predict(result.counts).cpu() == self.dataset.labels(split, chunk)).sum())
+        return correct / len(indices)
+
+    # ------------------------------------------------------------- training
+    def _train_epoch(self) -> dict[str, Any]:
+        cfg, spec = self.spec.training, self.spec
+        lr = learning_rate(spec, self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._shuffle()
+        steps = math.ceil(len(self.order) / cfg.batch_size)
+        layer_spikes = [0.0] * len(self.net.layers)
+        wrong = np.zeros(len(self.dataset.x_train), dtype=bool)
+        seen, cost_sum, correct = 0, 0.0, 0
+        started = last_emit = time.perf_counter()
+        bar = None
+        if self.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self.order), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="sample", leave=False)
+        for step in range(steps):
+            if self.should_stop():
+                raise TrainingCancelled(f"cancelled in epoch {self.epoch + 1} at batch {step} of {steps}")
+            chunk = self.order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            labels = self.dataset.labels("train", chunk).to(self.device)
+            weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
+            result = self.net.run(self._batch_inputs("train", chunk), labels, weights)
+            for param, grad in zip(self.net.parameters, result.gradients):
+                param.grad = grad
+            self.optimizer.step()
+            batch_cost = float(result.cost.sum())
+            if not math.isfinite(batch_cost) or not all(bool(torch.isfinite(p).all()) for p in self.net.parameters):
+                raise TrainingDiverged(
+                    f"Training diverged in epoch {self.epoch + 1}, batch {step + 1}: the weights became NaN or "
+                    f"infinite; lower training.lr or the layers' init_range."
+                )
+            hits = (predict(result.counts) == labels).cpu().numpy()
+            wrong[chunk[~hits]] = True
+            correct += int(hits.sum())
+            cost_sum += batch_cost
+            seen += len(chunk)
+            for k, counts in enumerate(result.layer_counts):
+                layer_spikes[k] += float(counts.float().mean(1).sum())
+            if bar is not None:
+                bar.update(len(chunk))
+            now = time.perf_counter()
+            if now - last_emit >= PROGRESS_SECONDS or step == steps - 1:
+                last_emit = now
+                rate = seen / max(now - started, 1e-9)
+                remaining = (len(self.order) - seen) + (cfg.epochs - self.epoch - 1) * len(self.order)
+                self.callback({"type": "progress", "epoch": self.epoch + 1, "epochs": cfg.epochs, "step": step + 1,
+                               "steps": steps, "loss": cost_sum / seen, "samples_per_sec": rate,
+                               "eta_seconds": remaining / max(rate, 1e-9)})
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - started
+        if spec.hm2bp.boosting:
+            self._boost(wrong)
+        steps_t = spec.encoding.time_steps
+        return {"epoch": self.epoch + 1, "lr": lr, "loss": cost_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "firing_rates": [s / max(seen, 1) / steps_t for s in layer_spikes],
+                "seconds": seconds, "samples_per_sec": seen / max(seconds, 1e-9)}
+
+    def _boost(self, wrong: np.ndarray) -> None:
+        """beta_n *= exp(err_c / 20) for misclassified n of class c (spec 4.6.5)."""
+        labels = self.dataset.y_train
+        members = np.zeros(len(labels), dtype=bool)
+        members[self.order] = True
+        for c in range(self.dataset.num_classes):
+            in_class = members & (labels == c)
+            total = self.boost[in_class].sum()
+            if total <= 0:
+                continue
+            missed = in_class & wrong
+            err = self.boost[missed].sum() / total
+            self.boost[missed] *= math.exp(err / 20.0)
+
+    def run(self, *, resume: bool = False) -> dict[str, Any]:
+        if resume:
+            self._restore()
+        cfg = self.spec.training
+        if self.epoch:
+            self.callback({"type": "log", "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
+        while self.epoch < cfg.epochs:
+            row = self._train_epoch()
+            self.train_seconds += row["seconds"]
+            row["test_accuracy"] = self.evaluate("test", self.test_indices)
+            if len(self.val_indices):
+                row["val_accuracy"] = self.evaluate("train", self.val_indices)
+            self.epoch += 1
+            self.history.append(row)
+            self._checkpoint()
+            self.callback({"type": "epoch", **row})
+            self.callback({"type": "log", "message": (
+                f"epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.2f}, train {row['train_accuracy']:.4f}, "
+                f"test {row['test_accuracy']:.4f}, {row['seconds']:.1f} s")})
+        metrics = self.metrics()
+        save_model(self.out_dir, self.net.state_dict(), self.spec.to_json(), metrics)
+        return metrics
+
+    def metrics(self) -> dict[str, Any]:
+        tests = [row["test_accuracy"] for row in self.history]
+        final = {
+            "test_accuracy": tests[-1] if tests else None,
+            "best_test_accuracy": max(tests) if tests else None,
+            "train_seconds": self.train_seconds,
+            "epochs": self.epoch,
+        }
+        if self.history and "val_accuracy" in self.history[0]:
+            best = max(self.history, key=lambda row: row["val_accuracy"])
+            final["best_val_accuracy"] = best["val_accuracy"]
+            final["test_accuracy_at_best_val"] = best["test_accuracy"]
+        return {"epochs": self.history, "final": final}
+
+    # ----------------------------------------------------------- checkpoints
+    def _checkpoint(self) -> None:
+        tensors, optim_info = optimizer_tensors(self.optimizer)
+        tensors.update(self.net.state_dict())
+        tensors["boost"] = torch.from_numpy(self.boost)
+        tensors["order"] = torch.from_numpy(self.order.astype(np.int64))
+        info = {"epoch": self.epoch, "optimizer": optim_info, "rng": self.rng.bit_generator.state,
+                "history": self.history, "train_seconds": self.train_seconds, "spec": self.spec.to_dict()}
+        save_checkpoint(self.out_dir, tensors, info)
+
+    def _restore(self) -> None:
+        loaded = load_checkpoint(self.out_dir)
+        if loaded is None:
+            return
+        tensors, info = loaded
+        if info["spec"] != self.spec.to_dict():
+            raise ValueError(f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
+        self.net.load_state_dict(tensors)
+        restore_optimizer(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, info["optimizer"])
+        self.boost = tensors["boost"].numpy().copy()
+        self.order = tensors["order"].numpy().copy()
+        self.rng.bit_generator.state = info["rng"]
+        self.epoch, self.history, self.train_seconds = info["epoch"], info["history"], info["train_seconds"]
+
+
+def train(spec: TrainingSpec, dataset: Dataset, out_dir: str | Path, *, callback: Callback | None = None,
+          should_stop: Callable[[], bool] | None = None, resume: bool = False,
+          progress_bar: bool = False) -> dict[str, Any]:
+    """Train ``spec`` on ``dataset``; writes model.safetensors, spec.json, metrics.json and checkpoint/."""
+    trainer = Trainer(spec, dataset, Path(out_dir), callback=callback, should_stop=should_stop,
+                      progress_bar=progress_bar)
+    return trainer.run(resume=resume)
+
+
+def evaluate(model_dir: str | Path, dataset: Dataset) -> float:
+    """Test accuracy of a trained model folder on ``dataset`` (spike trains from the run's seed)."""
+    weights, spec_json = load_model(Path(model_dir))
+    spec = TrainingSpec.model_validate_json(spec_json)
+    spec.training.max_train_samples = 1
+    trainer = Trainer(spec, dataset, Path(model_dir))
+    trainer.net.load_state_dict(weights)
+    trainer.test_indices = np.arange(len(dataset.x_test))
+    return trainer.evaluate("test", trainer.test_indices)

@@ -1,0 +1,57 @@
+"""The discrete LIF simulation (spec 1.2) and the PSP kernel (spec 1.1, test vectors of spec 2)."""
+
+import pytest
+import torch
+
+from hm2bp_core.neuron import LIFParameters, psp_kernel, simulate_lif
+from reference import lif_reference
+
+
+@pytest.mark.parametrize(
+    "s, tau, expected",
+    [(29, 18, 0.742218), (18, 33, 0.113823), (5, 5, 0.445243), (100, 19, 0.742997), (10, 40, 0.015289), (7, 0, 0.0)],
+)
+def test_kernel_values_of_the_spec(lif, s, tau, expected):
+    assert psp_kernel(s, tau, lif) == pytest.approx(expected, abs=1e-6)
+
+
+def test_kernel_peak(lif):
+    values = [psp_kernel(1000, t, lif) for t in range(1, 60)]
+    assert max(range(len(values)), key=values.__getitem__) + 1 == 19
+    assert max(values) == pytest.approx(0.743, abs=1e-3)
+
+
+def test_hand_computed_trace(lif):
+    # constant input 1 from t = 0, threshold 0.5; by hand (spec 1.2, one-step delay):
+    # t1: x=1, v=0.125 | t2: v=0.1230+0.2344=0.3574 | t3: x=2.6406, v=0.3518+0.3301=0.6819 > 0.5 -> spike
+    # t4, t5: refractory clamp (v=0) | t6: x=4.4096, v=0.5512 > 0.5 -> spike | t7, t8 clamp | t9: ...
+    currents = torch.ones(10, 1, 1, dtype=torch.float64)
+    spikes = simulate_lif(currents, 0.5, lif)
+    assert spikes[:, 0, 0].nonzero().flatten().tolist() == [3, 6, 9]
+
+
+def test_threshold_slack_and_strict_threshold(lif):
+    # a membrane of exactly nu fires in dense layers (v > nu - 1e-6) but not in conv layers (v > nu)
+    currents = torch.zeros(3, 1, 1, dtype=torch.float64)
+    currents[0] = 8.0  # t1: x = 8, v = 1
+    assert simulate_lif(currents, 1.0, lif)[1, 0, 0] == 1
+    assert simulate_lif(currents, 1.0, lif, strict_threshold=True)[1, 0, 0] == 0
+
+
+@pytest.mark.parametrize("lateral", [0.0, 1.0])
+def test_matches_scalar_reference_on_random_currents(lif, lateral):
+    g = torch.Generator().manual_seed(3)
+    currents = torch.randn(120, 2, 5, generator=g, dtype=torch.float64) * 2 + 0.8
+    spikes = simulate_lif(currents, 3.0, lif, lateral_strength=lateral)
+    for b in range(2):
+        expected = lif_reference(currents[:, b].tolist(), 3.0, lif, lateral=lateral)
+        got = [spikes[:, b, i].nonzero().flatten().tolist() for i in range(5)]
+        assert got == expected
+        assert sum(map(len, got)) > 20
+
+
+def test_no_spike_at_t0_and_refractory_gap(lif):
+    currents = torch.full((50, 1, 3), 100.0, dtype=torch.float64)
+    times = simulate_lif(currents, 1.0, LIFParameters(refractory=4))[:, 0, 0].nonzero().flatten()
+    assert int(times[0]) == 1
+    assert torch.all(times.diff() == 5)
