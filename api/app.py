@@ -1,0 +1,41 @@
+"""The FastAPI application: ``create_app()`` (uvicorn: ``api.app:create_app --factory``).
+
+On start it migrates the database to the newest schema and builds the process's services
+(job store, event bus, artifact store) from the ``HM2BP_*`` settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from worker.services import Services
+from worker.settings import Settings, get_settings
+from worker.store import migrate
+
+from . import errors
+from .metrics import RequestMetrics, make_registry
+from .routes import datasets, health, jobs, streams
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    migrate(settings.sqlalchemy_url)
+    services = Services.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(title="hm2bp", version="1", lifespan=lifespan,
+                  description="Training as a service for spiking neural networks (HM2-BP).")
+    app.state.services = services
+    app.state.registry = make_registry(services.store)
+    errors.install(app)
+    for module in (health, datasets, jobs, streams):
+        app.include_router(module.router)
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
+    return app

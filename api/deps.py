@@ -1,0 +1,35 @@
+"""Dependencies injected into routes: the process's services, the caller, the caller's job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+
+from worker.services import Services
+from worker.store import Job, User
+
+from .auth import current_user
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+UserDep = Annotated[User, Depends(current_user)]
+
+
+def not_found(what: str, ident: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {ident!r} not found")
+
+
+def owned_job(user: UserDep, services: ServicesDep, job_id: Annotated[str, Path(max_length=64)]) -> Job:
+    """The caller's job; another user's job is a 404, exactly like a missing one."""
+    job = services.store.get_job(user.id, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+JobDep = Annotated[Job, Depends(owned_job)]

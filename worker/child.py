@@ -1,0 +1,112 @@
+"""The training child: ``python -m worker.child JOB_ID OUTCOME_FD``, one fresh interpreter per
+run (spawned, never forked), so CUDA starts clean and GPU memory is returned when it exits.
+
+It loads the job, trains with ``resume=True`` (a redelivered job continues from its last
+checkpoint), writes events through the event bus (progress also to the job row, epochs also to
+``job_epochs``, each epoch's checkpoint to the artifact store) and writes one JSON outcome to
+file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status": "cancelled"}``
+or ``{"status": "failed", "reason", "message"}``.
+
+Its stdin is the control channel from the supervisor: a line ``cancel`` sets the flag the
+trainer polls between batches; end of file means the supervisor is gone, and the child exits.
+
+(A ``multiprocessing`` spawn context cannot be used here: Celery's prefork pool processes are
+daemonic, and multiprocessing refuses to start children of daemonic processes.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .services import Services, get_services, job_key
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON, and PostgreSQL's json, have no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _listen_for_control(cancel: threading.Event) -> None:
+    def listen() -> None:
+        for line in sys.stdin:
+            if line.strip() == "cancel":
+                cancel.set()
+        os._exit(3)  # stdin closed: the supervisor died, and with it this run
+
+    threading.Thread(target=listen, name="control", daemon=True).start()
+
+
+def main(job_id: str, outcome_fd: int) -> None:
+    cancel = threading.Event()
+    _listen_for_control(cancel)
+    services = get_services()
+    try:
+        outcome = run(job_id, services, cancel)
+    except Exception as exc:  # a bug, not the user's fault: report it with its traceback
+        services.bus.publish(job_id, "log", {"message": traceback.format_exc()})
+        outcome = {"status": "failed", "reason": "internal_error",
+                   "message": f"The training process failed with an internal error: {type(exc).__name__}: {exc}"}
+    with os.fdopen(outcome_fd, "w") as channel:
+        json.dump(outcome, channel)
+
+
+def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, Any]:
+    import torch
+
+    from hm2bp_core.data import DatasetError
+    from hm2bp_core.spec import TrainingSpec
+    from hm2bp_core.train import TrainingCancelled, TrainingDiverged, train
+
+    from .datasets import open_dataset
+
+    store, bus, artifacts, settings = services.store, services.bus, services.artifacts, services.settings
+    job = store.job_by_id(job_id)
+    key = job_key(job_id)
+    run_dir = artifacts.local_path(key) or settings.work_dir / job_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not artifacts.is_local and artifacts.exists(f"{key}/checkpoint"):
+        artifacts.pull_dir(f"{key}/checkpoint", run_dir / "checkpoint")
+
+    def callback(event: dict[str, Any]) -> None:
+        data = finite({k: v for k, v in event.items() if k != "type"})
+        if event["type"] == "progress":
+            store.record_progress(job_id, data)
+        elif event["type"] == "epoch":
+            store.record_epoch(job_id, data)
+            artifacts.push_dir(run_dir / "checkpoint", f"{key}/checkpoint")
+        bus.publish(job_id, event["type"], data)
+
+    try:
+        spec = TrainingSpec.model_validate(job.spec)
+        bus.publish(job_id, "log", {"message": f"attempt {job.attempts}: loading dataset {job.dataset}"})
+        dataset = open_dataset(job.dataset, store, artifacts, settings)
+        metrics = train(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set, resume=True)
+    except TrainingCancelled as exc:
+        bus.publish(job_id, "log", {"message": str(exc)})
+        return {"status": "cancelled"}
+    except TrainingDiverged as exc:
+        return {"status": "failed", "reason": "diverged", "message": str(exc)}
+    except torch.cuda.OutOfMemoryError:
+        return {"status": "failed", "reason": "out_of_memory",
+                "message": "The GPU ran out of memory; lower training.batch_size or the network's size."}
+    except (DatasetError, ValueError) as exc:
+        return {"status": "failed", "reason": "invalid_input", "message": f"The job cannot run: {exc}"}
+    artifacts.push_dir(run_dir, key)
+    return {"status": "succeeded", "metrics": finite(metrics)}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

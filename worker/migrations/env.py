@@ -1,0 +1,27 @@
+"""Alembic environment: migrations run programmatically by ``worker.store.migrate(url)``."""
+
+from alembic import context
+
+from worker.store import Base, make_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations() -> None:
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations()

@@ -1,0 +1,76 @@
+"""Service settings, read from ``HM2BP_*`` environment variables (pydantic-settings).
+
+Every default serves the embedded mode of ``hm2bp serve``: everything lives under ``data_dir``
+(SQLite file, artifact folder, upload staging), and Redis is the one of ``redis_url``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HM2BP_", extra="ignore")
+
+    data_dir: Path = Field(Path(".hm2bp"), description="root of the SQLite file, artifacts and upload staging")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file DATA_DIR/hm2bp.db")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="broker and event streams; redis://HOST:PORT/DB or redis+socket:///PATH (hm2bp serve "
+        "starts an embedded Redis when this is unset)",
+    )
+    redis_prefix: str = Field("hm2bp:", description="prefix of the event stream keys")
+    artifacts_url: str | None = Field(None, description="fsspec URL of the artifact root; default: DATA_DIR/artifacts")
+    max_upload_bytes: int = Field(2 << 30, gt=0, description="largest dataset upload (413 beyond)")
+    max_uncompressed_bytes: int = Field(8 << 30, gt=0, description="largest total size of an archive's members")
+    max_archive_members: int = Field(100_000, gt=0, description="most members an uploaded archive may hold")
+    max_compression_ratio: float = Field(200.0, gt=1, description="largest size/compressed ratio of a member")
+    lease_seconds: float = Field(30.0, gt=0, description="a running job's lease; renewed every lease_seconds/6")
+    max_attempts: int = Field(3, ge=1, description="deliveries of one job before a platform fault fails it")
+    sweep_seconds: float = Field(5.0, gt=0, description="how often a worker re-queues jobs with expired leases")
+    cancel_grace_seconds: float = Field(2.0, ge=0, description="time between the cancel flag and SIGTERM/SIGKILL")
+    max_job_seconds: int = Field(7 * 24 * 3600, gt=0, description="longest job; sets the broker visibility timeout")
+    stream_maxlen: int = Field(10_000, gt=0, description="approximate cap on each job's Redis Stream")
+    worker_queues: str = Field("gpu,cpu", description="queues the worker consumes, comma separated")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'hm2bp.db').resolve()}"
+
+    @property
+    def artifacts_root(self) -> str:
+        return self.artifacts_url or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def builtin_data_dir(self) -> Path:
+        return self.data_dir / "builtin"
+
+    @property
+    def work_dir(self) -> Path:
+        """Local scratch for runs when the artifact store is remote."""
+        return self.data_dir / "work"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.redis_url
+
+    @property
+    def redis_client_url(self) -> str:
+        """The URL for redis-py, which spells a unix socket ``unix://`` where kombu says ``redis+socket://``."""
+        if self.redis_url.startswith("redis+socket://"):
+            return "unix://" + self.redis_url[len("redis+socket://"):]
+        return self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()

@@ -1,0 +1,557 @@
+"""The job store: the system of record for users, tokens, datasets, jobs, their events and metrics.
+
+SQLAlchemy 2 models plus ``JobStore``, whose methods are the only writers. Every state change is a
+conditional UPDATE (``WHERE state IN (...)``), so a late writer can never overwrite a terminal
+state, and it is stored with a transition row and a ``state`` event in the same transaction.
+Events get a per-job sequence number (``jobs.event_seq``) that clients use as their resume cursor.
+The schema is created by the Alembic migrations in ``worker/migrations`` (``migrate()``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE = (QUEUED, RUNNING, CANCELLING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Token(Base):
+    """An API token, stored as the sha256 of its text; ``prefix`` is the shown part for listing."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DatasetRow(Base):
+    """An uploaded dataset of one user; the file is the artifact ``storage_key`` (shared by content)."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("user_id", "sha256", name="uq_datasets_user_sha256"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    format: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    num_train: Mapped[int] = mapped_column(Integer)
+    num_test: Mapped[int] = mapped_column(Integer)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_user_idempotency_key"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dataset: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    queue: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobTransition(Base):
+    __tablename__ = "job_transitions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobEvent(Base):
+    """One event of a job's stream (state, progress, epoch, log); ``seq`` is the client's cursor."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobEpoch(Base):
+    """The metrics row of one finished epoch; a resumed run overwrites, never duplicates."""
+
+    __tablename__ = "job_epochs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as clients see it: ``{"id": seq, "type", "at", "data"}``."""
+
+    job_id: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+    at: datetime
+
+    def envelope(self) -> dict[str, Any]:
+        return {"id": self.seq, "type": self.type, "at": self.at.isoformat(), "data": self.data}
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The outcome of ``JobStore.acquire_lease``: ``job`` when taken, else why not."""
+
+    job: Job | None
+    reason: str
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout, foreign keys, and write transactions that
+    start with BEGIN IMMEDIATE (``JobStore`` asks for them), so concurrent writers queue
+    instead of failing with "database is locked"."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("write") else "BEGIN")
+
+    return engine
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (Alembic ``upgrade head``)."""
+    from alembic import command
+    from alembic.config import Config
+
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+class JobStore:
+    """All reads and writes of the service's database."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(write=True), expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> "JobStore":
+        return cls(make_engine(url))
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        with self._write() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.reading() as session:
+            session.execute(select(1))
+
+    # ------------------------------------------------------------------ users and tokens
+    def ensure_user(self, name: str) -> User:
+        with self.writing() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                user = User(name=name)
+                session.add(user)
+                session.flush()
+            return user
+
+    def add_token(self, user_id: int, token_hash: str, prefix: str) -> None:
+        with self.writing() as session:
+            session.add(Token(user_id=user_id, token_hash=token_hash, prefix=prefix))
+
+    def user_for_token_hash(self, token_hash: str) -> User | None:
+        """The user of a live (not revoked) token with this hash."""
+        with self.reading() as session:
+            return session.scalar(
+                select(User).join(Token, Token.user_id == User.id)
+                .where(Token.token_hash == token_hash, Token.revoked_at.is_(None))
+            )
+
+    def revoke_token(self, token_hash: str) -> bool:
+        with self.writing() as session:
+            result = session.execute(
+                update(Token).where(Token.token_hash == token_hash, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            return result.rowcount > 0
+
+    # ------------------------------------------------------------------ datasets
+    def add_dataset(self, row: DatasetRow) -> tuple[DatasetRow, bool]:
+        """Insert ``row``; when the user already has a dataset with its sha256, that one (created False)."""
+        try:
+            with self.writing() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            existing = self.dataset_by_sha256(row.user_id, row.sha256)
+            if existing is None:
+                raise
+            return existing, False
+
+    def dataset_by_sha256(self, user_id: int, sha256: str) -> DatasetRow | None:
+        with self.reading() as session:
+            return session.scalar(select(DatasetRow).where(DatasetRow.user_id == user_id, DatasetRow.sha256 == sha256))
+
+    def get_dataset(self, user_id: int, dataset_id: str) -> DatasetRow | None:
+        with self.reading() as session:
+            return session.scalar(select(DatasetRow).where(DatasetRow.user_id == user_id, DatasetRow.id == dataset_id))
+
+    def dataset_by_id(self, dataset_id: str) -> DatasetRow | None:
+        with self.reading() as session:
+            return session.get(DatasetRow, dataset_id)
+
+    def list_datasets(self, user_id: int) -> list[DatasetRow]:
+        with self.reading() as session:
+            return list(session.scalars(
+                select(DatasetRow).where(DatasetRow.user_id == user_id).order_by(DatasetRow.created_at.desc())
+            ))
+
+    def dataset_in_use(self, dataset_id: str) -> bool:
+        """Whether a job that has not ended refers to the dataset."""
+        with self.reading() as session:
+            return session.scalar(
+                select(func.count()).select_from(Job).where(Job.dataset == dataset_id, Job.state.in_(ACTIVE))
+            ) > 0
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        """Delete the record; True when no other record still refers to its stored file."""
+        with self.writing() as session:
+            row = session.get(DatasetRow, dataset_id)
+            if row is None:
+                return False
+            key = row.storage_key
+            session.delete(row)
+            session.flush()
+            return session.scalar(select(func.count()).select_from(DatasetRow).where(DatasetRow.storage_key == key)) == 0
+
+    # ------------------------------------------------------------------ jobs
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        """Insert a queued job (with its first transition and state event); with an
+        Idempotency-Key already used by this user, the earlier job (created False), or
+        IdempotencyConflict when the earlier request differed."""
+        if job.idempotency_key is not None:
+            earlier = self._job_by_idempotency_key(job.user_id, job.idempotency_key)
+            if earlier is not None:
+                return self._idempotent_replay(earlier, job)
+        try:
+            with self.writing() as session:
+                job.state = QUEUED
+                session.add(job)
+                session.flush()
+                session.add(JobTransition(job_id=job.id, from_state=None, to_state=QUEUED, reason="submitted"))
+                self._append_event(session, job.id, "state", {"state": QUEUED, "reason": "submitted"})
+        except IntegrityError:
+            earlier = self._job_by_idempotency_key(job.user_id, job.idempotency_key) if job.idempotency_key else None
+            if earlier is None:
+                raise
+            return self._idempotent_replay(earlier, job)
+        return self.job_by_id(job.id), True  # type: ignore[return-value]
+
+    @staticmethod
+    def _idempotent_replay(earlier: Job, job: Job) -> tuple[Job, bool]:
+        if earlier.request_hash != job.request_hash:
+            raise IdempotencyConflict(job.idempotency_key)
+        return earlier, False
+
+    def _job_by_idempotency_key(self, user_id: int, key: str) -> Job | None:
+        with self.reading() as session:
+            return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+    def job_by_id(self, job_id: str) -> Job | None:
+        with self.reading() as session:
+            return session.get(Job, job_id)
+
+    def get_job(self, user_id: int, job_id: str) -> Job | None:
+        with self.reading() as session:
+            return session.scalar(select(Job).where(Job.user_id == user_id, Job.id == job_id))
+
+    def list_jobs(self, user_id: int, state: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+        where = [Job.user_id == user_id] + ([Job.state == state] if state else [])
+        with self.reading() as session:
+            total = session.scalar(select(func.count()).select_from(Job).where(*where))
+            rows = session.scalars(
+                select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+            )
+            return list(rows), int(total or 0)
+
+    def mark_dispatched(self, job_id: str) -> None:
+        with self.writing() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
+
+    def undispatched(self, older_than: float) -> list[Job]:
+        """Queued jobs whose Celery message was never sent (the broker was down at submission)."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        with self.reading() as session:
+            return list(session.scalars(
+                select(Job).where(Job.state == QUEUED, Job.dispatched_at.is_(None), Job.created_at < cutoff)
+            ))
+
+    def request_cancel(self, user_id: int, job_id: str) -> Job | None:
+        """Cancel: a queued job is cancelled at once, a running one becomes ``cancelling`` (its
+        supervisor stops the run); a job that has ended is left as it is."""
+        for _ in range(3):  # the state may move under us (a worker starts the job): look again
+            job = self.get_job(user_id, job_id)
+            if job is None or job.state not in (QUEUED, RUNNING):
+                return job
+            if job.state == QUEUED:
+                changed = self.transition(job_id, CANCELLED, "cancelled by the user before it started", expect=(QUEUED,))
+            else:
+                changed = self.transition(job_id, CANCELLING, "cancel requested by the user", expect=(RUNNING,),
+                                          values={"cancel_requested": True})
+            if changed is not None:
+                break
+        return self.job_by_id(job_id)
+
+    def transition(self, job_id: str, to_state: str, reason: str, *, expect: tuple[str, ...],
+                   owner: str | None = None, lease_expired: bool = False,
+                   values: dict[str, Any] | None = None) -> Event | None:
+        """Move the job to ``to_state`` if it is in one of ``expect`` (and, with ``owner``, still
+        leased by it; with ``lease_expired``, only while its lease is expired); store the
+        transition and a ``state`` event. None when nothing changed."""
+        fields: dict[str, Any] = {"state": to_state, **(values or {})}
+        if to_state in TERMINAL:
+            fields.update(finished_at=utcnow(), lease_owner=None, lease_until=None)
+        with self.writing() as session:
+            current = session.scalar(select(Job.state).where(Job.id == job_id))
+            query = update(Job).where(Job.id == job_id, Job.state.in_(expect))
+            if owner is not None:
+                query = query.where(Job.lease_owner == owner)
+            if lease_expired:
+                query = query.where(Job.lease_until < utcnow())
+            if session.execute(query.values(**fields)).rowcount == 0:
+                return None
+            session.add(JobTransition(job_id=job_id, from_state=current, to_state=to_state, reason=reason))
+            data = {"state": to_state, "reason": reason}
+            if "error" in fields:
+                data["error"] = fields["error"]
+            return self._append_event(session, job_id, "state", data)
+
+    def acquire_lease(self, job_id: str, owner: str, seconds: float) -> Lease:
+        """Take the job for ``owner``: a queued job, or a running one whose lease expired (its
+        worker was lost and the broker redelivered it). Counts an attempt. A live lease held by
+        someone else wins: the caller must not train (duplicate delivery)."""
+        now = utcnow()
+        with self.writing() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return Lease(None, "no such job")
+            if job.state not in (QUEUED, RUNNING):
+                return Lease(None, f"job is {job.state}")
+            if job.state == RUNNING and job.lease_until is not None and job.lease_until > now:
+                return Lease(None, f"job is leased by {job.lease_owner} until {job.lease_until.isoformat()}")
+            previous = job.state
+            taken = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == previous,
+                       or_(Job.lease_until.is_(None), Job.lease_until <= now, Job.state == QUEUED))
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds), attempts=Job.attempts + 1,
+                        state=RUNNING if previous == QUEUED else previous, started_at=func.coalesce(Job.started_at, now))
+            ).rowcount
+            if not taken:
+                return Lease(None, "another worker took the job first")
+            if previous == QUEUED:
+                reason = f"started by {owner}"
+                session.add(JobTransition(job_id=job_id, from_state=QUEUED, to_state=RUNNING, reason=reason))
+                self._append_event(session, job_id, "state", {"state": RUNNING, "reason": reason})
+        return Lease(self.job_by_id(job_id), "taken")
+
+    def renew_lease(self, job_id: str, owner: str, seconds: float) -> Job | None:
+        """Extend the lease; None when ``owner`` lost it (the sweeper re-queued the job, or it ended)."""
+        with self.writing() as session:
+            renewed = session.execute(
+                update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state.in_((RUNNING, CANCELLING)))
+                .values(lease_until=utcnow() + timedelta(seconds=seconds))
+            ).rowcount
+            return session.get(Job, job_id) if renewed else None
+
+    def expired_leases(self) -> list[Job]:
+        with self.reading() as session:
+            return list(session.scalars(
+                select(Job).where(Job.state.in_((RUNNING, CANCELLING)), Job.lease_until < utcnow())
+            ))
+
+    def record_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        with self.writing() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(progress=progress))
+
+    def record_epoch(self, job_id: str, row: dict[str, Any]) -> None:
+        """Store an epoch's metrics (overwriting a row of the same epoch) and the job's summary."""
+        with self.writing() as session:
+            session.merge(JobEpoch(job_id=job_id, epoch=int(row["epoch"]), data=row))
+            best = session.scalar(select(Job.metrics).where(Job.id == job_id)) or {}
+            best_test = max(row["test_accuracy"], best.get("best_test_accuracy") or 0.0)
+            session.execute(update(Job).where(Job.id == job_id).values(metrics={
+                "epochs": int(row["epoch"]), "train_accuracy": row["train_accuracy"],
+                "test_accuracy": row["test_accuracy"], "best_test_accuracy": best_test, "loss": row["loss"],
+            }))
+
+    def record_final_metrics(self, job_id: str, epochs: list[dict[str, Any]], final: dict[str, Any]) -> None:
+        """The run's own metrics.json replaces the per-epoch rows (a resumed run's history is whole)."""
+        with self.writing() as session:
+            for row in epochs:
+                session.merge(JobEpoch(job_id=job_id, epoch=int(row["epoch"]), data=row))
+            session.execute(update(Job).where(Job.id == job_id).values(metrics=final))
+
+    def epochs(self, job_id: str) -> list[dict[str, Any]]:
+        with self.reading() as session:
+            return [row.data for row in session.scalars(
+                select(JobEpoch).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch)
+            )]
+
+    def transitions(self, job_id: str) -> list[JobTransition]:
+        with self.reading() as session:
+            return list(session.scalars(
+                select(JobTransition).where(JobTransition.job_id == job_id).order_by(JobTransition.id)
+            ))
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.reading() as session:
+            return {state: count for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state))}
+
+    # ------------------------------------------------------------------ events
+    def append_event(self, job_id: str, type_: str, data: dict[str, Any]) -> Event:
+        with self.writing() as session:
+            return self._append_event(session, job_id, type_, data)
+
+    @staticmethod
+    def _append_event(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> Event:
+        seq = session.execute(
+            update(Job).where(Job.id == job_id).values(event_seq=Job.event_seq + 1).returning(Job.event_seq)
+        ).scalar_one()
+        row = JobEvent(job_id=job_id, seq=seq, type=type_, data=data, at=utcnow())
+        session.add(row)
+        return Event(job_id, seq, type_, data, row.at)
+
+    def events_after(self, job_id: str, after: int, *, types: tuple[str, ...] | None = None,
+                     limit: int = 1000) -> list[Event]:
+        query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
+        if types:
+            query = query.where(JobEvent.type.in_(types))
+        with self.reading() as session:
+            rows = session.scalars(query.order_by(JobEvent.seq).limit(limit))
+            return [Event(job_id, row.seq, row.type, row.data, row.at) for row in rows]
+
+    def last_logs(self, job_id: str, count: int) -> list[str]:
+        with self.reading() as session:
+            rows = session.scalars(
+                select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "log")
+                .order_by(JobEvent.seq.desc()).limit(count)
+            )
+            return [data.get("message", "") for data in reversed(list(rows))]
+

@@ -1,0 +1,172 @@
+"""The supervisor of one delivery of a training job (runs inside the Celery task).
+
+1. Take the job's lease (``JobStore.acquire_lease``); a delivery that cannot take it (the job
+   ended, is cancelling, or another worker's lease is alive) does nothing.
+2. Spawn the training child (``python -m worker.child``) and watch it: renew the lease every
+   ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
+   SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
+3. Record the outcome: succeeded, cancelled, failed (deterministic faults, with the reason and
+   the last log lines), or — when the child died without an outcome, a platform fault — back to
+   ``queued`` for another attempt, up to the job's ``max_attempts``.
+
+If the lease is lost meanwhile (the sweeper gave the job to another worker), the child is
+killed and nothing is recorded: the new owner is in charge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .services import Services
+from .store import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 0.25
+LOG_TAIL = 20
+
+
+class Supervisor:
+    def __init__(self, job_id: str, owner: str, services: Services):
+        self.job_id, self.owner, self.services = job_id, owner, services
+        self.store, self.bus, self.settings = services.store, services.bus, services.settings
+
+    def run(self) -> None:
+        lease = self.store.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
+        if lease.job is None:
+            log.info("job %s not run by %s: %s", self.job_id, self.owner, lease.reason)
+            return
+        job = lease.job
+        if job.attempts > job.max_attempts:
+            self._fail(job, "platform_fault", f"The job was given up after {job.max_attempts} attempts: its worker "
+                       "was lost every time (killed, out of host memory, or the machine went away).")
+            return
+        if job.attempts > 1:
+            self.bus.publish(self.job_id, "log", {"message": f"attempt {job.attempts}: resuming from the last checkpoint"})
+        try:
+            outcome = self._run_child()
+        except Exception as exc:  # could not start or watch the child: a platform fault
+            log.exception("job %s: supervising the run failed", self.job_id)
+            outcome = {"status": "lost", "exitcode": None, "why": f"{type(exc).__name__}: {exc}"}
+        if outcome is not None:
+            self._record(job, outcome)
+
+    def _run_child(self) -> dict[str, Any] | None:
+        """Run the child to its end; its outcome, ``{"status": "lost"}`` when it died without
+        one, or None when this supervisor lost the lease."""
+        read_fd, write_fd = os.pipe()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker.child", self.job_id, str(write_fd)],
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True, text=True,
+        )
+        os.close(write_fd)
+        received = b""
+        renew_every = self.settings.lease_seconds / 6
+        renewed = time.monotonic()
+        cancelled_at: float | None = None
+        grace = self.settings.cancel_grace_seconds
+        try:
+            while True:
+                ready, _, _ = select.select([read_fd], [], [], WATCH_SECONDS)
+                if ready:
+                    block = os.read(read_fd, 1 << 16)
+                    if not block:  # the child closed its end: it is done (or dead)
+                        break
+                    received += block
+                    continue
+                now = time.monotonic()
+                if now - renewed >= renew_every:
+                    renewed = now
+                    if self.store.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
+                        log.warning("job %s: lease lost by %s; stopping its run", self.job_id, self.owner)
+                        self._signal(child, signal.SIGKILL)
+                        return None
+                if cancelled_at is None:
+                    job = self.store.job_by_id(self.job_id)
+                    if job is not None and job.state == CANCELLING:
+                        self._tell(child, "cancel")
+                        cancelled_at = now
+                elif now - cancelled_at > 2 * grace + 1:
+                    self._signal(child, signal.SIGKILL)
+                elif now - cancelled_at > grace:
+                    self._signal(child, signal.SIGTERM)
+        finally:
+            os.close(read_fd)
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                self._signal(child, signal.SIGKILL)
+                child.wait()
+            if child.stdin is not None:
+                child.stdin.close()
+        if received:
+            return json.loads(received)
+        return {"status": "cancelled" if cancelled_at is not None else "lost", "exitcode": child.returncode}
+
+    @staticmethod
+    def _tell(child: subprocess.Popen, line: str) -> None:
+        try:
+            child.stdin.write(line + "\n")
+            child.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it is already gone
+
+    @staticmethod
+    def _signal(child: subprocess.Popen, signum: int) -> None:
+        """Signal the child's whole process group (it may have started helpers of its own)."""
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _record(self, job: Job, outcome: dict[str, Any]) -> None:
+        status = outcome["status"]
+        if status == "succeeded":
+            metrics = outcome["metrics"]
+            self.store.record_final_metrics(self.job_id, metrics["epochs"], metrics["final"])
+            accuracy = metrics["final"].get("test_accuracy")
+            reason = "training finished" + (f": test accuracy {accuracy:.4f}" if accuracy is not None else "")
+            self._finish(SUCCEEDED, reason)
+        elif status == "cancelled":
+            self._finish(CANCELLED, "cancelled by the user")
+        elif status == "failed":
+            self._fail(job, outcome["reason"], outcome["message"])
+        else:
+            why = outcome.get("why") or f"exit code {outcome.get('exitcode')}"
+            self._retry(job, f"the training process of attempt {job.attempts} died ({why})")
+
+    def _finish(self, state: str, reason: str, values: dict[str, Any] | None = None) -> None:
+        event = self.store.transition(self.job_id, state, reason, expect=(RUNNING, CANCELLING), owner=self.owner,
+                                      values=values)
+        if event is not None:
+            self.bus.push(event)
+
+    def _fail(self, job: Job, reason: str, message: str) -> None:
+        error = {"reason": reason, "message": message, "log_tail": self.store.last_logs(self.job_id, LOG_TAIL)}
+        self._finish(FAILED, message, {"error": error})
+
+    def _retry(self, job: Job, why: str) -> None:
+        from .celery_app import dispatch
+
+        if job.attempts >= job.max_attempts:
+            self._fail(job, "platform_fault", f"The job was given up after {job.attempts} attempts; the last one "
+                       f"ended because {why}.")
+            return
+        current = self.store.job_by_id(self.job_id)
+        if current is not None and current.state == CANCELLING:
+            self._finish(CANCELLED, f"cancelled by the user ({why})")
+            return
+        event = self.store.transition(
+            self.job_id, QUEUED, f"{why}; re-queued for attempt {job.attempts + 1}", expect=(RUNNING,),
+            owner=self.owner, values={"lease_owner": None, "lease_until": None, "dispatched_at": None},
+        )
+        if event is not None:
+            self.bus.push(event)
+            dispatch(self.store, self.job_id, job.queue)
