@@ -14,25 +14,58 @@ E = Q @ S_in of :mod:`hm2bp_core.spsp`:
 
 E is never materialised for a whole batch: every quantity above is linear in E, so it is folded
 into products with the spike weights Q and the sparse input raster.
+
+Memory: rasters are kept as booleans (1 byte per neuron and step); input currents are computed in
+chunks of ``CHUNK_ROWS`` (steps x samples) while simulating and again, per group of ``BATCH_CHUNK`` samples,
+in the backward pass, so no float history of the whole run is ever held for the whole batch.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .neuron import LIFParameters, simulate_lif
+from .neuron import LIFParameters, LIFState, lif_step_chunk
 from .spec import Hm2bp, Regularization
 from .spsp import spike_weights
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+CHUNK_ROWS = 4096  # (steps x samples) of input current computed at once in the forward pass
+BATCH_CHUNK = 8  # samples whose S-PSP weights are held at once in the backward pass
+SPARSE_BELOW = 0.15  # rasters sparser than this are multiplied as CSR matrices
+
+
+def spikes_times(raster: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """raster (... x K, 0/1 or bool) @ dense (K x N) in ``dense``'s dtype; sparse when the raster is.
+
+    A sparse raster is turned into a CSR matrix straight from its non-zero positions (one scan of
+    the raster), then multiplied; dense rasters use the ordinary product.
+    """
+    flat = raster.reshape(-1, raster.shape[-1])
+    rows, cols = torch.nonzero(flat, as_tuple=True)
+    if len(rows) < SPARSE_BELOW * flat.numel():
+        crow = torch.zeros(flat.shape[0] + 1, dtype=torch.int64, device=flat.device)
+        crow[1:] = torch.bincount(rows, minlength=flat.shape[0]).cumsum(0)
+        values = torch.ones(len(cols), dtype=dense.dtype, device=flat.device)
+        product = torch.sparse_csr_tensor(crow, cols, values, size=tuple(flat.shape), check_invariants=False) @ dense
+    else:
+        product = flat.to(dense.dtype) @ dense
+    return product.reshape(*raster.shape[:-1], dense.shape[1])
+
+
+def times_spikes(dense: torch.Tensor, raster: torch.Tensor) -> torch.Tensor:
+    """dense (M x K) @ raster (K x N, 0/1 or bool), sparse when the raster is: (raster^T @ dense^T)^T."""
+    return spikes_times(raster.T, dense.T).T
 
 
 @dataclass
 class LayerTrace:
-    """What the backward pass needs from one forward pass of a layer (all T x B x N)."""
+    """What the backward pass needs from one forward pass of a layer (rasters T x B x N, bool or 0/1)."""
 
     inputs: torch.Tensor
-    currents: torch.Tensor  # feed-forward input I[t] = W s_in[t] (without lateral inhibition)
     spikes: torch.Tensor
 
 
@@ -76,10 +109,20 @@ class DenseLayer:
     def units(self) -> int:
         return self.weight.shape[0]
 
+    def currents(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""
+        return spikes_times(inputs, self.weight.T)
+
     def forward(self, inputs: torch.Tensor) -> LayerTrace:
-        currents = inputs @ self.weight.T  # all time steps in one product (authors' "fast input response")
-        spikes = simulate_lif(currents, self.threshold, self.neuron, lateral_strength=self.lateral)
-        return LayerTrace(inputs=inputs, currents=currents, spikes=spikes)
+        steps, batch = inputs.shape[:2]
+        state = LIFState.zeros(batch, self.units, self.weight.dtype, self.weight.device)
+        spikes = torch.empty(steps, batch, self.units, dtype=torch.bool, device=self.weight.device)
+        size = max(16, CHUNK_ROWS // batch)
+        for start in range(0, steps, size):
+            chunk = self.currents(inputs[start:start + size])
+            spikes[start:start + size] = lif_step_chunk(
+                chunk, state, self.threshold, self.neuron, lateral_strength=self.lateral) > 0
+        return LayerTrace(inputs=inputs, spikes=spikes)
 
     def backward(
         self,
@@ -98,16 +141,34 @@ class DenseLayer:
         raster with the dummy label train). ``per_sample`` returns B x N_out x N_in gradients
         without the penalty (for tests); otherwise the batch mean with the penalty is returned.
         """
-        inputs = trace.inputs
         post = trace.spikes if post_spikes is None else post_spikes
+        batch = trace.inputs.shape[1]
+        grads, belows = [], []
+        for start in range(0, batch, BATCH_CHUNK):
+            part = slice(start, start + BATCH_CHUNK)
+            grad, below = self._backward_chunk(
+                trace.inputs[:, part], post[:, part], delta[part], switches,
+                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample)
+            grads.append(grad)
+            belows.append(below)
+        if per_sample:
+            grad = torch.cat(grads)
+        else:
+            grad = torch.stack(grads).sum(0) / batch + exponential_penalty_grad(self.weight, self.regularization)
+        return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
+
+    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
+        """(summed or per-sample gradient, delta_below) of a few samples."""
         w = self.weight
         nu = self.threshold
+        dtype = w.dtype
+        post = post.to(dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
-        a_in = inputs.sum(0)  # B x N_in
+        a_in = inputs.sum(0).to(dtype)  # B x N_in
         a_out = post.sum(0)  # B x N_out
         firing = a_out > 0
         silent = ~firing
-        active_in = (a_in > 0).to(w.dtype)
+        active_in = (a_in > 0).to(dtype)
         d = delta / nu
         e_silent = switches.silent_post_spsp
 
@@ -115,7 +176,7 @@ class DenseLayer:
         # the spike weights against the layer's own input currents (no N_in x N_out product).
         side = torch.zeros_like(a_out)
         if switches.side_effect:
-            weighted_psp = (q * trace.currents.permute(1, 2, 0)).sum(-1)  # B x N_out
+            weighted_psp = (q * self.currents(inputs).permute(1, 2, 0)).sum(-1)  # B x N_out
             side = torch.where(firing, weighted_psp / (nu * a_out.clamp(min=1)), side)
             if switches.ratio_fallbacks:
                 side = torch.where(silent, 0.5 * w.sum(1) / nu, side)
@@ -126,21 +187,16 @@ class DenseLayer:
         # g_ij = sum_b v_bi e_bij: firing rows through Q @ S_in, silent rows through e = 0.1 * [a_j > 0]
         vq = (v * firing).unsqueeze(-1) * q  # B x N_out x T
         silent_v = v * silent
+        steps, batch = inputs.shape[:2]
         if per_sample:
-            grad = torch.bmm(vq, inputs.permute(1, 0, 2))
+            grad = torch.stack([times_spikes(vq[b], inputs[:, b]) for b in range(batch)])
             grad = grad + e_silent * silent_v.unsqueeze(-1) * active_in.unsqueeze(1)
         else:
-            batch, steps = inputs.shape[1], inputs.shape[0]
-            grad = vq.permute(1, 0, 2).reshape(w.shape[0], batch * steps) @ inputs.permute(1, 0, 2).reshape(
-                batch * steps, w.shape[1]
-            )
+            grad = times_spikes(vq.permute(1, 0, 2).reshape(w.shape[0], batch * steps),
+                                inputs.permute(1, 0, 2).reshape(batch * steps, w.shape[1]))
             grad = grad + e_silent * silent_v.T @ active_in
-            grad = grad / batch + exponential_penalty_grad(w, self.regularization)
-
-        delta_below = None
-        if need_delta_below:
-            delta_below = self._delta_below(inputs, q, d, firing, a_in, switches)
-        return LayerGradient(weight=grad, delta_below=delta_below)
+        below = self._delta_below(inputs, q, d, firing, a_in, switches) if need_delta_below else None
+        return grad, below
 
     def _delta_below(self, inputs, q, d, firing, a_in, switches: Hm2bp) -> torch.Tensor:
         """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (spec 3.2-3.3)."""
@@ -149,7 +205,7 @@ class DenseLayer:
         d_silent = d * ~firing
         # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (sum_i d_i Q[i,t] w_ij)
         through = (d_firing.unsqueeze(-1) * q).transpose(1, 2) @ w  # B x T x N_in
-        psp_sum = (through * inputs.permute(1, 0, 2)).sum(1)  # B x N_in
+        psp_sum = (through * inputs.permute(1, 0, 2).to(w.dtype)).sum(1)  # B x N_in
         active = a_in > 0
         ratio_part = torch.where(active, psp_sum / a_in.clamp(min=1), torch.zeros_like(psp_sum))
         if switches.ratio_fallbacks:

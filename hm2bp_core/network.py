@@ -82,8 +82,9 @@ class SpikingNetwork:
             learn: bool = True) -> BatchResult:
         """Forward a batch (inputs T x B x N_in) and, with ``labels`` and ``learn``, its gradients."""
         traces = self.forward(inputs)
-        counts = traces[-1].spikes.sum(0)
-        layer_counts = [trace.spikes.sum(0) for trace in traces]
+        dtype = self.layers[0].weight.dtype
+        layer_counts = [trace.spikes.sum(0).to(dtype) for trace in traces]
+        counts = layer_counts[-1]
         if labels is None:
             return BatchResult(counts, torch.zeros(counts.shape[0], device=counts.device), layer_counts)
         delta, cost = count_error(counts, labels, self.spec.output)

@@ -63,6 +63,71 @@ def psp_kernel(s: float, tau: float, p: LIFParameters) -> float:
     return math.exp(-max(tau - s, 0.0) / p.tau_s) * (math.exp(-m / p.tau_m) - math.exp(-m / p.tau_s)) * p.psp_scale
 
 
+@dataclass
+class LIFState:
+    """Membrane v, synaptic trace x and refractory counter r of a layer (each B x N)."""
+
+    v: torch.Tensor
+    x: torch.Tensor
+    r: torch.Tensor
+    last_currents: torch.Tensor  # I of the last simulated step (it reaches x one step later)
+    last_spikes: torch.Tensor  # spikes of the last simulated step (lateral input one step later)
+    t: int = 0  # steps simulated so far
+
+    @classmethod
+    def zeros(cls, batch: int, units: int, dtype: torch.dtype, device: torch.device) -> "LIFState":
+        zero = torch.zeros(batch, units, dtype=dtype, device=device)
+        return cls(zero.clone(), zero.clone(), torch.zeros(batch, units, dtype=torch.int64, device=device),
+                   zero.clone(), zero.clone())
+
+
+@torch.jit.script
+def _lif_loop(currents: torch.Tensor, prev_currents: torch.Tensor, prev_spikes: torch.Tensor,
+              v: torch.Tensor, x: torch.Tensor, r: torch.Tensor, nu: float, tau_m: float, tau_s: float,
+              refractory: int, lateral: float, t0: int) -> torch.Tensor:
+    """The loop of the module docstring over one chunk of steps; v, x, r are updated in place."""
+    spikes = torch.zeros_like(currents)
+    vv, xx, rr = v.clone(), x.clone(), r.clone()
+    for k in range(currents.shape[0]):
+        if t0 + k == 0:
+            continue  # t = 0 only decays the zero state
+        cur = prev_currents if k == 0 else currents[k - 1]
+        prev = prev_spikes if k == 0 else spikes[k - 1]
+        vv = vv - vv / tau_m  # the authors' Euler form, kept literally for bit parity
+        xx = xx - xx / tau_s
+        xx = xx + cur
+        if lateral != 0.0:
+            xx = xx - lateral * (prev.sum(1, keepdim=True) - prev)
+        vv = vv + xx / tau_s
+        clamped = rr > 0
+        vv = vv.masked_fill(clamped, 0.0)
+        rr = rr - clamped.to(rr.dtype)
+        fired = vv > nu
+        spikes[k] = fired.to(spikes.dtype)
+        vv = vv.masked_fill(fired, 0.0)
+        rr = rr.masked_fill(fired, refractory)
+    v.copy_(vv)
+    x.copy_(xx)
+    r.copy_(rr)
+    return spikes
+
+
+def lif_step_chunk(currents: torch.Tensor, state: LIFState, threshold: float, p: LIFParameters, *,
+                   strict_threshold: bool = False, lateral_strength: float = 0.0) -> torch.Tensor:
+    """Simulate the next ``currents.shape[0]`` steps from ``state`` (updated); returns their raster."""
+    from .kernels import load_lif
+
+    nu = threshold if strict_threshold else threshold - THRESHOLD_SLACK
+    args = (currents, state.last_currents, state.last_spikes, state.v, state.x, state.r,
+            nu, p.tau_m, p.tau_s, p.refractory, lateral_strength, state.t)
+    kernel = load_lif() if currents.device.type == "cpu" else None
+    spikes = kernel.lif_chunk(*args) if kernel is not None else _lif_loop(*args)
+    state.last_currents = currents[-1]
+    state.last_spikes = spikes[-1]
+    state.t += currents.shape[0]
+    return spikes
+
+
 def simulate_lif(
     currents: torch.Tensor,
     threshold: float,
@@ -77,26 +142,6 @@ def simulate_lif(
     t + 1 (one-step delay). ``lateral_strength`` w0 > 0 adds the output layer's fixed inhibition
     -w0 * (number of other neurons of the layer that spiked at t - 1), with the same delay.
     """
-    steps, batch, units = currents.shape
-    nu = threshold if strict_threshold else threshold - THRESHOLD_SLACK
-    spikes = torch.zeros_like(currents)
-    v = torch.zeros(batch, units, dtype=currents.dtype, device=currents.device)
-    x = torch.zeros_like(v)
-    refractory = torch.zeros_like(v)
-    for t in range(1, steps):
-        # t = 0 only decays the zero state, so the loop starts at t = 1.
-        v = v - v / p.tau_m  # the authors' Euler form, kept literally for bit parity
-        x = x - x / p.tau_s
-        x = x + currents[t - 1]
-        if lateral_strength:
-            previous = spikes[t - 1]
-            x = x - lateral_strength * (previous.sum(dim=1, keepdim=True) - previous)
-        v = v + x / p.tau_s
-        clamped = refractory > 0
-        v = v.masked_fill(clamped, 0.0)
-        refractory = refractory - clamped.to(refractory.dtype)
-        fired = v > nu
-        spikes[t] = fired.to(spikes.dtype)
-        v = v.masked_fill(fired, 0.0)
-        refractory = refractory.masked_fill(fired, float(p.refractory))
-    return spikes
+    state = LIFState.zeros(currents.shape[1], currents.shape[2], currents.dtype, currents.device)
+    return lif_step_chunk(currents, state, threshold, p, strict_threshold=strict_threshold,
+                          lateral_strength=lateral_strength)

@@ -68,15 +68,15 @@ def lateral_factor(
     d_m = 1/nu if (a_m > 0 or m is the label) else 0;  rho_jm = e_{m|j}/a_j, rho_mj = e_{j|m}/a_m
     when a_j, a_m > 0, else 1;  L_j = 1 / (1 - w0^2 sum_{m != j} rho_jm d_m rho_mj d_j).
     """
-    counts = spikes.sum(0)  # B x C
     e = spsp(spikes, spikes, p, shift=shift, window=window)  # e[b, m, j] = e_{m|j}
+    counts = spikes.sum(0).to(e.dtype)  # B x C
     both = (counts.unsqueeze(2) > 0) & (counts.unsqueeze(1) > 0)  # [b, m, j]
     rho_to = torch.where(both, e / counts.clamp(min=1).unsqueeze(1), torch.ones_like(e))  # [b,m,j] = rho_jm
     rho_back = rho_to.transpose(1, 2)  # [b, m, j] = e_{j|m}/a_m = rho_mj
     is_label = torch.zeros_like(counts, dtype=torch.bool)
     is_label.scatter_(1, labels.view(-1, 1), True)
-    d = torch.where((counts > 0) | is_label, 1.0 / threshold, 0.0).to(spikes.dtype)  # B x C
+    d = torch.where((counts > 0) | is_label, 1.0 / threshold, 0.0).to(e.dtype)  # B x C
     loop = rho_to * rho_back * d.unsqueeze(2)  # [b, m, j] = rho_jm rho_mj d_m
-    off_diagonal = 1.0 - torch.eye(counts.shape[1], dtype=spikes.dtype, device=spikes.device)
+    off_diagonal = 1.0 - torch.eye(counts.shape[1], dtype=e.dtype, device=e.device)
     gain = (loop * off_diagonal).sum(1) * d  # sum over m != j, times d_j
     return 1.0 / (1.0 - strength * strength * gain)
