@@ -1,0 +1,62 @@
+"""``hm2bp serve``: one command brings up API, worker and an embedded Redis, and stops them all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import httpx
+import redis
+
+from conftest import HM2BP, REPO, TINY_SPEC, free_port, stop
+
+
+def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HM2BP_")}
+    env["OMP_NUM_THREADS"] = "1"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([HM2BP, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+                             env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text()):
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        output = log.read_text()
+        token = re.search(r"token \(shown once\): (hm2bp_\S+)", output).group(1)
+        url = re.search(r"hm2bp service: (http://\S+)", output).group(1)
+        socket_path = re.search(r"redis redis\+socket://(\S+)\)", output).group(1)
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC}).json()
+        while (state := client.get(f"/v1/jobs/{job['id']}").json()["state"]) not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline + 60, log.read_text()
+            time.sleep(0.3)
+        assert state == "succeeded", log.read_text()
+        assert (tmp_path / "data" / "hm2bp.db").exists()
+        assert redis.Redis(unix_socket_path=socket_path).ping()
+        client.close()
+
+        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
+        serve.wait(30)
+        assert serve.returncode == 0, log.read_text()
+        try:
+            redis.Redis(unix_socket_path=socket_path, socket_connect_timeout=1).ping()
+            raise AssertionError("the embedded Redis outlived hm2bp serve")
+        except (redis.ConnectionError, FileNotFoundError):
+            pass
+        leftovers = subprocess.run(["pgrep", "-f", f"celery.*hm2bp-embedded|{tmp_path}"], capture_output=True, text=True)
+        assert leftovers.stdout.strip() == "", leftovers.stdout
+    finally:
+        stop(serve)
