@@ -70,21 +70,23 @@ def _maybe_gunzip(raw: bytes, source: str) -> bytes:
         raise DatasetError(f"{source}: corrupt or truncated gzip stream ({exc})") from None
 
 
-def _find(names: list[str], split: str, part: str) -> str | None:
+def _find(names: list[str], split: str, part: str, prefix: str = "") -> str | None:
     for name in names:
         base = PurePosixPath(name).name.removesuffix(".gz")
-        if any(base == stem or base.endswith("-" + stem) for stem in STEMS[(split, part)]):
+        if base.startswith(prefix) and any(base == stem or base.endswith("-" + stem) for stem in STEMS[(split, part)]):
             return name
     return None
 
 
-def _assemble(load, names: list[str], source: str, name: str) -> Dataset:
+def _assemble(load, names: list[str], source: str, name: str, prefix: str) -> Dataset:
     arrays = {}
     for split in ("train", "test"):
         for part in ("images", "labels"):
-            found = _find(names, split, part)
+            found = _find(names, split, part, prefix)
             if found is None:
-                raise DatasetError(f"{source}: no {split} {part} file (looked for {STEMS[(split, part)][0]}[.gz])")
+                raise DatasetError(
+                    f"{source}: no {split} {part} file (looked for {prefix}{STEMS[(split, part)][0]}[.gz])"
+                )
             arrays[(split, part)] = load(found)
     for split in ("train", "test"):
         images, labels = arrays[(split, "images")], arrays[(split, "labels")]
@@ -104,12 +106,23 @@ def _assemble(load, names: list[str], source: str, name: str) -> Dataset:
     )
 
 
-def read_idx_dataset(path: str | Path, name: str | None = None) -> Dataset:
-    """The four IDX files of a dataset, from a folder or a zip archive (members by their MNIST names)."""
+def idx_names(path: Path) -> list[str]:
+    """The file names in a folder (relative, recursive) or the member names of a zip."""
+    if path.is_dir():
+        return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    with zipfile.ZipFile(path) as archive:
+        return [info.filename for info in archive.infolist() if not info.is_dir()]
+
+
+def read_idx_dataset(path: str | Path, name: str | None = None, *, prefix: str = "") -> Dataset:
+    """The four IDX files of a dataset, from a folder or a zip archive (members by their MNIST names).
+
+    ``prefix`` restricts the search to files whose name starts with it, e.g. ``"emnist-letters-"``
+    in EMNIST's ``gzip.zip``, which holds six datasets.
+    """
     path = Path(path)
     if path.is_dir():
-        names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-        return _assemble(lambda member: read_idx(path / member), names, str(path), name or path.name)
+        return _assemble(lambda member: read_idx(path / member), idx_names(path), str(path), name or path.name, prefix)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = [info.filename for info in archive.infolist() if not info.is_dir()]
@@ -122,5 +135,5 @@ def read_idx_dataset(path: str | Path, name: str | None = None) -> Dataset:
                     raise DatasetError(f"{where}: unreadable zip member ({exc})") from None
                 return parse_idx(_maybe_gunzip(raw, where), where)
 
-            return _assemble(load, names, str(path), name or path.stem)
+            return _assemble(load, names, str(path), name or path.stem, prefix)
     raise DatasetError(f"{path}: not a folder or zip archive of IDX files")
