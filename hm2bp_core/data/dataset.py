@@ -19,7 +19,8 @@ class Dataset:
 
     ``kind == "image"``: ``x_*`` are N x ... intensities; dividing by ``scale`` gives [0, 1]
     (uint8 / 255, scikit-learn digits / 16, floats as given). ``kind == "spikes"``: ``x_*`` are
-    N x T x ... 0/1 spike rasters used directly as input (event data).
+    N x T x ... 0/1 spike rasters used directly as input (event data): a numpy array or a sparse
+    :class:`~hm2bp_core.data.events.SpikeRaster` (indexing by sample returns dense numpy arrays).
     """
 
     name: str
@@ -89,9 +90,9 @@ class Dataset:
     def inputs(self, split: str, indices: np.ndarray) -> torch.Tensor:
         """Samples as float32: B x D intensities in [0, 1] (images) or T x B x D rasters (spikes)."""
         x = self.split(split)[0][indices]
-        if self.kind == "spikes":
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            return (x.reshape(x.shape[0], x.shape[1], -1) > 0).float().permute(1, 0, 2).contiguous()
+        if self.kind == "spikes":  # transposed as 1-byte booleans, converted to float once
+            spikes = torch.from_numpy(np.asarray(x).reshape(x.shape[0], x.shape[1], -1) > 0)
+            return spikes.permute(1, 0, 2).contiguous().float()
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(len(indices), -1) / self.scale)
 
     def labels(self, split: str, indices: np.ndarray) -> torch.Tensor:
