@@ -1,7 +1,9 @@
 """Dataset readers and the registry: ``load_dataset("builtin:mnist" | PATH)``.
 
-Formats: ``.npz`` (x_train, y_train, x_test, y_test), IDX files of the MNIST family (a folder or a
-zip of them, gz or not), and the built-ins of :mod:`hm2bp_core.data.builtin`.
+Formats, told apart by content: ``.npz`` (x_train, y_train, x_test, y_test; images or spike
+rasters), N-MNIST event files (a folder or zip of ``Train|Test/<class>/*.bin``), EMNIST IDX files
+(``emnist-<split>-...``, one split per folder or zip), other IDX files of the MNIST family (a folder
+or a zip of them, gz or not), and the built-ins of :mod:`hm2bp_core.data.builtin`.
 """
 
 from __future__ import annotations
@@ -9,16 +11,23 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .builtin import BUILTINS
+from .builtin import BUILTINS, FOLDERS
 from .dataset import Dataset, DatasetError
+from .emnist import emnist_splits, read_emnist
+from .events import SpikeRaster
 from .idx import read_idx, read_idx_dataset
+from .nmnist import looks_like_nmnist, read_nmnist
 from .npz import read_npz
 
-__all__ = ["Dataset", "DatasetError", "load_dataset", "read_idx", "read_idx_dataset", "read_npz", "BUILTINS"]
+__all__ = [
+    "Dataset", "DatasetError", "SpikeRaster", "load_dataset", "read_idx", "read_idx_dataset", "read_npz",
+    "read_nmnist", "read_emnist", "BUILTINS",
+]
 
 
 def load_dataset(ref: str | Path, *, data_dir: str | Path | None = None) -> Dataset:
-    """A dataset by reference: ``builtin:NAME`` or a path to an ``.npz`` file, IDX folder or IDX zip."""
+    """A dataset by reference: ``builtin:NAME`` or a path to an ``.npz`` file, or a folder or zip of
+    N-MNIST ``.bin`` files or IDX files."""
     text = str(ref)
     if text.startswith("builtin:"):
         name = text.split(":", 1)[1]
@@ -26,14 +35,18 @@ def load_dataset(ref: str | Path, *, data_dir: str | Path | None = None) -> Data
             raise DatasetError(f"unknown built-in dataset {text!r}; available: {sorted('builtin:' + n for n in BUILTINS)}")
         if name == "digits":
             return BUILTINS[name]()
-        return BUILTINS[name](Path(data_dir) / name if data_dir else None)
+        return BUILTINS[name](Path(data_dir) / FOLDERS.get(name, name) if data_dir else None)
     path = Path(text)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return read_idx_dataset(path)
-    if path.suffix == ".npz":
+    if path.suffix == ".npz" and not path.is_dir():
         return read_npz(path)
-    if zipfile.is_zipfile(path):
+    if path.is_dir() or zipfile.is_zipfile(path):
+        if looks_like_nmnist(path):
+            return read_nmnist(path)
+        if emnist_splits(path):
+            return read_emnist(path)
         return read_idx_dataset(path)
-    raise DatasetError(f"{path}: unknown dataset format (expected .npz, a folder or zip of IDX files, or builtin:NAME)")
+    raise DatasetError(
+        f"{path}: unknown dataset format (expected .npz, a folder or zip of N-MNIST .bin or IDX files, or builtin:NAME)"
+    )

@@ -3,6 +3,12 @@
 ``builtin:mnist`` reads the official IDX files from a local folder (``HM2BP_DATA_DIR``/mnist, or
 a path given by the caller) and downloads them there, checking sha256, when they are missing.
 A ``mnist.npz`` copy in that folder (``x_train, y_train, x_test, y_test``) is accepted as well.
+``builtin:emnist-balanced`` (``-letters``, ``-digits``) reads ``HM2BP_DATA_DIR``/emnist: the four
+IDX files of the split, or the official ``gzip.zip``, which is downloaded from NIST when neither is
+there. ``builtin:nmnist`` reads ``HM2BP_DATA_DIR``/nmnist: ``Train/`` and ``Test/`` folders, or the
+official ``Train.zip`` and ``Test.zip``, downloaded when missing (binned with the defaults of
+:func:`hm2bp_core.data.nmnist.read_nmnist`). The EMNIST and N-MNIST archives are published with
+md5 digests only, so those two are checked with md5.
 ``builtin:digits`` is scikit-learn's bundled 8x8 digits (1,797 images, 16 gray levels): it needs
 no network, so a newcomer can train at once. The split is fixed: a permutation seeded with 0
 puts 360 images (20 %) in the test set, as scikit-learn's ``train_test_split`` would.
@@ -10,6 +16,7 @@ puts 360 images (20 %) in the test set, as scikit-learn's ``train_test_split`` w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -19,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset, DatasetError
+from .emnist import emnist_splits, read_emnist
 from .idx import read_idx_dataset
+from .nmnist import read_nmnist
 from .npz import read_npz
 
 MNIST_MIRRORS = (
@@ -32,6 +41,18 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+# The official EMNIST archive (536 MB). NIST publishes no digest; this md5 is the one torchvision's
+# EMNIST class pins for the same URL (no sha256 of the archive was found in a public source).
+EMNIST_MIRRORS = ("https://biometrics.nist.gov/cs_links/EMNIST/",)
+EMNIST_FILES = {"gzip.zip": "58c8d27c78d21e728a6bc7b3cc06412e"}
+# The official N-MNIST archives on Mendeley Data (dataset 468j46mzdv, linked from Orchard's page),
+# with the md5 digests that tonic's and SpikingJelly's NMNIST classes pin.
+NMNIST_MIRRORS = ("https://data.mendeley.com/public-files/datasets/468j46mzdv/files/",)
+NMNIST_FILES = {"Train.zip": "20959b8e626244a1b502305a9e6e2031", "Test.zip": "69ca8762b2fe404d9b9bad1103e97832"}
+NMNIST_REMOTE = {
+    "Train.zip": "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
+    "Test.zip": "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
+}
 DIGITS_TEST_SIZE = 360
 
 
@@ -39,17 +60,31 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("HM2BP_DATA_DIR", Path.home() / ".cache" / "hm2bp"))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def download(files: dict[str, str], mirrors: tuple[str, ...], folder: Path, *, timeout: float = 60.0) -> None:
-    """Fetch every missing file of ``files`` (name -> sha256) into ``folder``, checking each digest.
+def sha256_of(path: Path) -> str:
+    return digest_of(path, "sha256")
 
+
+def download(
+    files: dict[str, str],
+    mirrors: tuple[str, ...],
+    folder: Path,
+    *,
+    timeout: float = 60.0,
+    algorithm: str = "sha256",
+    remote: dict[str, str] | None = None,
+) -> None:
+    """Fetch every missing file of ``files`` (name -> hex digest) into ``folder``, checking each digest.
+
+    ``algorithm`` names the digest (a ``hashlib`` name: sha256, or md5 where only that is published);
+    ``remote`` maps a file name to its path under the mirror when that differs from the name.
     A file that exists with the wrong digest is an error (never silently replaced); a download is
     written to a temporary name and moved into place only after its digest matched.
     """
@@ -57,26 +92,27 @@ def download(files: dict[str, str], mirrors: tuple[str, ...], folder: Path, *, t
     for name, expected in files.items():
         target = folder / name
         if target.exists():
-            actual = sha256_of(target)
-            if actual != expected:
-                raise DatasetError(f"{target}: sha256 {actual} does not match the published {expected}")
+            actual = digest_of(target, algorithm)
+            if actual != expected.lower():
+                raise DatasetError(f"{target}: {algorithm} {actual} does not match the published {expected}")
             continue
         errors = []
         for mirror in mirrors:
+            url = mirror + (remote or {}).get(name, name)
             handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
             os.close(handle)
             try:
-                with urllib.request.urlopen(mirror + name, timeout=timeout) as response, open(temporary, "wb") as out:
+                with urllib.request.urlopen(url, timeout=timeout) as response, open(temporary, "wb") as out:
                     while block := response.read(1 << 20):
                         out.write(block)
-                actual = sha256_of(Path(temporary))
-                if actual != expected:
-                    errors.append(f"{mirror}{name}: sha256 {actual} != {expected}")
+                actual = digest_of(Path(temporary), algorithm)
+                if actual != expected.lower():
+                    errors.append(f"{url}: {algorithm} {actual} != {expected}")
                     continue
                 os.replace(temporary, target)
                 break
             except OSError as exc:
-                errors.append(f"{mirror}{name}: {exc}")
+                errors.append(f"{url}: {exc}")
             finally:
                 if os.path.exists(temporary):
                     os.unlink(temporary)
@@ -95,6 +131,28 @@ def mnist(folder: Path | None = None, *, allow_download: bool = True) -> Dataset
     return read_idx_dataset(folder, name="mnist")
 
 
+def emnist(split: str, folder: Path | None = None, *, allow_download: bool = True) -> Dataset:
+    """One EMNIST split from ``folder`` (default ``HM2BP_DATA_DIR``/emnist): its IDX files, else ``gzip.zip``."""
+    folder = Path(folder) if folder else default_data_dir() / "emnist"
+    if folder.is_dir() and split in emnist_splits(folder):
+        return read_emnist(folder, split)
+    if not (folder / "gzip.zip").exists() and not allow_download:
+        raise DatasetError(f"{folder}: neither EMNIST {split} IDX files nor gzip.zip found, and downloading is disabled")
+    download(EMNIST_FILES, EMNIST_MIRRORS, folder, algorithm="md5")
+    return read_emnist(folder / "gzip.zip", split)
+
+
+def nmnist(folder: Path | None = None, *, allow_download: bool = True) -> Dataset:
+    """N-MNIST from ``folder`` (default ``HM2BP_DATA_DIR``/nmnist): ``Train/`` + ``Test/``, else the two zips."""
+    folder = Path(folder) if folder else default_data_dir() / "nmnist"
+    if (folder / "Train").is_dir() and (folder / "Test").is_dir():
+        return read_nmnist(folder, name="nmnist")
+    if not all((folder / name).exists() for name in NMNIST_FILES) and not allow_download:
+        raise DatasetError(f"{folder}: N-MNIST Train/Test folders or zips not found, and downloading is disabled")
+    download(NMNIST_FILES, NMNIST_MIRRORS, folder, algorithm="md5", remote=NMNIST_REMOTE)
+    return read_nmnist([folder / name for name in NMNIST_FILES], name="nmnist")
+
+
 def digits() -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -106,4 +164,13 @@ def digits() -> Dataset:
     return Dataset("digits", x[:cut], y[:cut], x[cut:], y[cut:], scale=16.0, source="builtin:digits")
 
 
-BUILTINS = {"mnist": mnist, "digits": digits}
+BUILTINS = {
+    "mnist": mnist,
+    "digits": digits,
+    "emnist-balanced": functools.partial(emnist, "balanced"),
+    "emnist-letters": functools.partial(emnist, "letters"),
+    "emnist-digits": functools.partial(emnist, "digits"),
+    "nmnist": nmnist,
+}
+# the sub-folder of a caller's data_dir that a built-in reads (the EMNIST splits share one archive)
+FOLDERS = {"emnist-balanced": "emnist", "emnist-letters": "emnist", "emnist-digits": "emnist"}
