@@ -88,30 +88,41 @@ def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch
     return reg.lambda_ * reg.beta * scaled * torch.exp(reg.beta * (mean_sq - 1.0))
 
 
-class DenseLayer:
-    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2)."""
+class SpikingLayer:
+    """A layer of LIF neurons fed through a linear map W of its input raster (dense or convolution).
 
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        threshold: float,
-        neuron: LIFParameters,
-        regularization: Regularization,
-        lateral: float = 0.0,
-    ):
+    Subclasses give the map and its adjoints; the HM2-BP rules (module docstring) are written once,
+    here, in terms of them:
+
+    * ``currents(S)``: I = W S for rasters T x B x N_in -> T x B x N_out;
+    * ``adjoint(x)``: W^T x for B x N_out -> B x N_in (the error sent down);
+    * ``weight_grad(out, in)``: sum_r out_r (x) in_r folded onto the weight's shape (R x N_out, R x N_in);
+    * ``fan_in_sum()``: sum of the weights into each output neuron (N_out).
+    """
+
+    strict_threshold = False  # the authors' conv layers test v > nu, the others v > nu - 1e-6
+
+    def __init__(self, weight: torch.Tensor, threshold: float, neuron: LIFParameters,
+                 regularization: Regularization, lateral: float = 0.0):
         self.weight = weight
         self.threshold = threshold
         self.neuron = neuron
         self.regularization = regularization
         self.lateral = lateral  # output layer: fixed -lateral between its neurons (spec 4.6)
 
-    @property
-    def units(self) -> int:
-        return self.weight.shape[0]
+    units: int
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""
-        return spikes_times(inputs, self.weight.T)
+        raise NotImplementedError
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight_grad(self, out_side: torch.Tensor, in_side: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fan_in_sum(self) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor) -> LayerTrace:
         steps, batch = inputs.shape[:2]
@@ -121,7 +132,8 @@ class DenseLayer:
         for start in range(0, steps, size):
             chunk = self.currents(inputs[start:start + size])
             spikes[start:start + size] = lif_step_chunk(
-                chunk, state, self.threshold, self.neuron, lateral_strength=self.lateral) > 0
+                chunk, state, self.threshold, self.neuron, strict_threshold=self.strict_threshold,
+                lateral_strength=self.lateral) > 0
         return LayerTrace(inputs=inputs, spikes=spikes)
 
     def backward(
@@ -138,7 +150,7 @@ class DenseLayer:
         """HM2-BP gradients of this layer for a batch (see the module docstring).
 
         ``post_spikes`` replaces the layer's own raster in the S-PSP (the output layer passes the
-        raster with the dummy label train). ``per_sample`` returns B x N_out x N_in gradients
+        raster with the dummy label train). ``per_sample`` returns B x (weight shape) gradients
         without the penalty (for tests); otherwise the batch mean with the penalty is returned.
         """
         post = trace.spikes if post_spikes is None else post_spikes
@@ -159,9 +171,8 @@ class DenseLayer:
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
         """(summed or per-sample gradient, delta_below) of a few samples."""
-        w = self.weight
         nu = self.threshold
-        dtype = w.dtype
+        dtype = self.weight.dtype
         post = post.to(dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
         a_in = inputs.sum(0).to(dtype)  # B x N_in
@@ -179,37 +190,170 @@ class DenseLayer:
             weighted_psp = (q * self.currents(inputs).permute(1, 2, 0)).sum(-1)  # B x N_out
             side = torch.where(firing, weighted_psp / (nu * a_out.clamp(min=1)), side)
             if switches.ratio_fallbacks:
-                side = torch.where(silent, 0.5 * w.sum(1) / nu, side)
+                side = torch.where(silent, 0.5 * self.fan_in_sum() / nu, side)
         v = d * (1.0 + side)
         if lateral_factor is not None:
             v = v * lateral_factor
 
         # g_ij = sum_b v_bi e_bij: firing rows through Q @ S_in, silent rows through e = 0.1 * [a_j > 0]
         vq = (v * firing).unsqueeze(-1) * q  # B x N_out x T
-        silent_v = v * silent
+        silent_v = e_silent * v * silent
         steps, batch = inputs.shape[:2]
         if per_sample:
-            grad = torch.stack([times_spikes(vq[b], inputs[:, b]) for b in range(batch)])
-            grad = grad + e_silent * silent_v.unsqueeze(-1) * active_in.unsqueeze(1)
+            grad = torch.stack([self.weight_grad(vq[b].T, inputs[:, b]) + self.weight_grad(silent_v[b:b + 1],
+                                active_in[b:b + 1]) for b in range(batch)])
         else:
-            grad = times_spikes(vq.permute(1, 0, 2).reshape(w.shape[0], batch * steps),
-                                inputs.permute(1, 0, 2).reshape(batch * steps, w.shape[1]))
-            grad = grad + e_silent * silent_v.T @ active_in
+            grad = self.weight_grad(vq.permute(0, 2, 1).reshape(batch * steps, -1),
+                                    inputs.permute(1, 0, 2).reshape(batch * steps, -1))
+            grad = grad + self.weight_grad(silent_v, active_in)
         below = self._delta_below(inputs, q, d, firing, a_in, switches) if need_delta_below else None
         return grad, below
 
     def _delta_below(self, inputs, q, d, firing, a_in, switches: Hm2bp) -> torch.Tensor:
         """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (spec 3.2-3.3)."""
-        w = self.weight
         d_firing = d * firing
         d_silent = d * ~firing
-        # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (sum_i d_i Q[i,t] w_ij)
-        through = (d_firing.unsqueeze(-1) * q).transpose(1, 2) @ w  # B x T x N_in
-        psp_sum = (through * inputs.permute(1, 0, 2).to(w.dtype)).sum(1)  # B x N_in
+        # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (W^T (d Q[:, t]))_j
+        steps, batch = inputs.shape[:2]
+        through = self.adjoint((d_firing.unsqueeze(-1) * q).permute(0, 2, 1).reshape(batch * steps, -1))
+        psp_sum = (through.view(batch, steps, -1) * inputs.permute(1, 0, 2).to(through.dtype)).sum(1)  # B x N_in
         active = a_in > 0
         ratio_part = torch.where(active, psp_sum / a_in.clamp(min=1), torch.zeros_like(psp_sum))
         if switches.ratio_fallbacks:
             # R = 1 when the post neuron is silent, or when the pre neuron is silent
-            return ratio_part + d_silent @ w + torch.where(active, torch.zeros_like(psp_sum), d_firing @ w)
-        silent_part = switches.silent_post_spsp * (d_silent @ w) / a_in.clamp(min=1)
+            return ratio_part + self.adjoint(d_silent) + torch.where(active, torch.zeros_like(psp_sum),
+                                                                      self.adjoint(d_firing))
+        silent_part = switches.silent_post_spsp * self.adjoint(d_silent) / a_in.clamp(min=1)
         return ratio_part + torch.where(active, silent_part, torch.zeros_like(psp_sum))
+
+
+class DenseLayer(SpikingLayer):
+    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2)."""
+
+    @property
+    def units(self) -> int:
+        return self.weight.shape[0]
+
+    def currents(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""
+        return spikes_times(inputs, self.weight.T)
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+    def weight_grad(self, out_side: torch.Tensor, in_side: torch.Tensor) -> torch.Tensor:
+        return times_spikes(out_side.T, in_side) if in_side.dtype == torch.bool else out_side.T @ in_side
+
+    def fan_in_sum(self) -> torch.Tensor:
+        return self.weight.sum(1)
+
+
+class ConvLayer(SpikingLayer):
+    """Spiking convolution (cross-correlation, shared kernel K: C_out x C_in x k x k, no bias).
+
+    I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (spec 3.5); neurons
+    fire on v > nu (no 1e-6 slack, as the authors' ConvSpiking). The weight gradient sums the
+    per-position S-PSP terms over all positions sharing the kernel (spec 3.5, "summed, not averaged").
+    """
+
+    strict_threshold = True
+
+    def __init__(self, weight, threshold, neuron, regularization, *, in_shape: tuple[int, int, int],
+                 stride: int = 1, padding: int = 0):
+        super().__init__(weight, threshold, neuron, regularization)
+        self.in_shape, self.stride, self.padding = in_shape, stride, padding
+        c, h, w = in_shape
+        k = weight.shape[-1]
+        self.out_shape = (weight.shape[0], (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+        if min(self.out_shape[1:]) < 1:
+            raise ValueError(f"a {k}x{k} kernel does not fit an input of {h}x{w} (padding {padding})")
+
+    @property
+    def units(self) -> int:
+        c, h, w = self.out_shape
+        return c * h * w
+
+    def _maps(self, x: torch.Tensor, shape) -> torch.Tensor:
+        return x.reshape(-1, *shape).to(self.weight.dtype)
+
+    def currents(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.conv2d(self._maps(inputs, self.in_shape), self.weight,
+                                         stride=self.stride, padding=self.padding)
+        return out.reshape(*inputs.shape[:-1], self.units)
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        out = torch.nn.grad.conv2d_input((rows, *self.in_shape), self.weight, self._maps(x, self.out_shape),
+                                         stride=self.stride, padding=self.padding)
+        return out.reshape(rows, -1)
+
+    def weight_grad(self, out_side: torch.Tensor, in_side: torch.Tensor) -> torch.Tensor:
+        return torch.nn.grad.conv2d_weight(self._maps(in_side, self.in_shape), self.weight.shape,
+                                           self._maps(out_side, self.out_shape), stride=self.stride,
+                                           padding=self.padding)
+
+    def fan_in_sum(self) -> torch.Tensor:
+        ones = torch.ones(1, *self.in_shape, dtype=self.weight.dtype, device=self.weight.device)
+        return torch.nn.functional.conv2d(ones, self.weight, stride=self.stride, padding=self.padding).reshape(-1)
+
+
+class PoolLayer:
+    """Spiking pooling: unit weights over size x size windows (stride = size), LIF neurons (spec 3.5).
+
+    Not learnable. The error sent down follows the authors' code, which divides by size^2 rather
+    than by the pooling threshold: delta_q = delta_o / size^2 * R_oq, R = e_oq / a_q if both fire, else 1.
+    """
+
+    weight = None
+    lateral = 0.0
+
+    def __init__(self, threshold: float, neuron: LIFParameters, *, in_shape: tuple[int, int, int], size: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        self.threshold, self.neuron, self.in_shape, self.size = threshold, neuron, in_shape, size
+        c, h, w = in_shape
+        if h < size or w < size:
+            raise ValueError(f"a {size}x{size} pool does not fit an input of {h}x{w}")
+        self.out_shape = (c, h // size, w // size)
+        self.dtype, self.device = dtype, torch.device(device)
+
+    @property
+    def units(self) -> int:
+        c, h, w = self.out_shape
+        return c * h * w
+
+    def currents(self, inputs: torch.Tensor) -> torch.Tensor:
+        maps = inputs.reshape(-1, *self.in_shape).to(self.dtype)
+        pooled = torch.nn.functional.avg_pool2d(maps, self.size) * (self.size * self.size)
+        return pooled.reshape(*inputs.shape[:-1], self.units)
+
+    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+        steps, batch = inputs.shape[:2]
+        state = LIFState.zeros(batch, self.units, self.dtype, self.device)
+        spikes = lif_step_chunk(self.currents(inputs), state, self.threshold, self.neuron) > 0
+        return LayerTrace(inputs=inputs, spikes=spikes)
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        """Each output neuron's value on the inputs of its window (B x ... x N_out -> ... x N_in)."""
+        c, h, w = self.in_shape
+        lead = x.shape[:-1]
+        maps = x.reshape(-1, *self.out_shape)
+        up = maps.repeat_interleave(self.size, -2).repeat_interleave(self.size, -1)
+        full = torch.zeros(maps.shape[0], c, h, w, dtype=x.dtype, device=x.device)
+        full[:, :, : up.shape[-2], : up.shape[-1]] = up
+        return full.reshape(*lead, c * h * w)
+
+    def backward(self, trace: LayerTrace, delta: torch.Tensor, switches: Hm2bp, *, post_spikes=None,
+                 lateral_factor=None, need_delta_below: bool = True, per_sample: bool = False) -> LayerGradient:
+        post = trace.spikes.to(self.dtype)
+        q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
+        a_in = trace.inputs.sum(0).to(self.dtype)
+        a_out = post.sum(0)
+        # e_oq for q in o's window: sum_t Q[o, t] S_q[t]
+        e = (self._up(q.permute(0, 2, 1)) * trace.inputs.permute(1, 0, 2).to(self.dtype)).sum(1)
+        both = (self._up(a_out) > 0) & (a_in > 0)
+        ratio = torch.where(both, e / a_in.clamp(min=1), torch.ones_like(e))
+        if not switches.ratio_fallbacks:
+            ratio = torch.where(both, ratio, torch.zeros_like(e))
+        below = self._up(delta) / (self.size * self.size) * ratio
+        covered = self._up(torch.ones_like(delta))  # inputs outside every window get no error
+        return LayerGradient(weight=None, delta_below=below * covered)

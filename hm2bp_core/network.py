@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layers import DenseLayer, LayerTrace
+from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer
 from .neuron import LIFParameters
 from .objective import count_error, lateral_factor, with_dummy_label_train
 from .spec import TrainingSpec
@@ -22,45 +22,63 @@ class BatchResult:
     counts: torch.Tensor  # B x C output spike counts (real spikes)
     cost: torch.Tensor  # B, the authors' dead-zone cost
     layer_counts: list[torch.Tensor]  # per layer, B x N spike counts
-    gradients: list[torch.Tensor] | None = None  # per layer, like its weight
+    gradients: list[torch.Tensor] | None = None  # per learnable layer (see .parameters), like its weight
 
 
 class SpikingNetwork:
     """Layers built from ``spec.network``; weights are float32 leaf tensors on ``device``."""
 
-    def __init__(self, spec: TrainingSpec, input_size: int, device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(self, spec: TrainingSpec, input_shape: int | tuple[int, ...], device: torch.device | str = "cpu",
+                 seed: int = 0):
         self.spec = spec
         self.neuron = LIFParameters(spec.neuron.tau_m, spec.neuron.tau_s, spec.neuron.refractory)
         generator = torch.Generator().manual_seed(seed)
-        self.layers: list[DenseLayer] = []
-        fan_in = input_size
+        shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        if len(shape) == 2:
+            shape = (1, *shape)  # a gray image is one input channel
+        reg = spec.training.regularization
+        self.layers: list = []
         configs = spec.network.layers
         for k, cfg in enumerate(configs):
-            if cfg.type != "dense":
-                raise NotImplementedError(f"layer type {cfg.type!r} is not supported yet")
-            # initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (spec 4.2)
-            weight = (torch.rand(cfg.units, fan_in, generator=generator) * 2 - 1) * cfg.init_range
             is_output = k == len(configs) - 1
-            self.layers.append(
-                DenseLayer(
-                    torch.nn.Parameter(weight.to(device)),
-                    cfg.threshold,
-                    self.neuron,
-                    spec.training.regularization,
-                    lateral=spec.output.lateral_inhibition if is_output else 0.0,
-                )
-            )
-            fan_in = cfg.units
+            if cfg.type == "pool":
+                if len(shape) != 3:
+                    raise ValueError(f"network.layers[{k}]: a pool layer needs C x H x W input, got {shape}")
+                layer = PoolLayer(cfg.threshold, self.neuron, in_shape=shape, size=cfg.size, device=device)
+                shape = layer.out_shape
+            elif cfg.type == "conv":
+                if len(shape) != 3:
+                    raise ValueError(f"network.layers[{k}]: a conv layer needs C x H x W input, got {shape}")
+                weight = self._uniform((cfg.channels, shape[0], cfg.kernel, cfg.kernel), cfg.init_range, generator)
+                layer = ConvLayer(torch.nn.Parameter(weight.to(device)), cfg.threshold, self.neuron, reg,
+                                  in_shape=shape, stride=cfg.stride, padding=cfg.padding)
+                shape = layer.out_shape
+            else:
+                fan_in = int(torch.tensor(shape).prod())  # dense layers flatten their input
+                weight = self._uniform((cfg.units, fan_in), cfg.init_range, generator)
+                layer = DenseLayer(torch.nn.Parameter(weight.to(device)), cfg.threshold, self.neuron, reg,
+                                   lateral=spec.output.lateral_inhibition if is_output else 0.0)
+                shape = (cfg.units,)
+            self.layers.append(layer)
+
+    @staticmethod
+    def _uniform(shape, init_range, generator):
+        """initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (spec 4.2)."""
+        return (torch.rand(*shape, generator=generator) * 2 - 1) * init_range
+
+    @property
+    def learnable(self) -> list[tuple[int, object]]:
+        return [(k, layer) for k, layer in enumerate(self.layers) if layer.weight is not None]
 
     @property
     def parameters(self) -> list[torch.Tensor]:
-        return [layer.weight for layer in self.layers]
+        return [layer.weight for _, layer in self.learnable]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"layers.{k}.weight": layer.weight.detach() for k, layer in enumerate(self.layers)}
+        return {f"layers.{k}.weight": layer.weight.detach() for k, layer in self.learnable}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        for k, layer in enumerate(self.layers):
+        for k, layer in self.learnable:
             value = tensors[f"layers.{k}.weight"]
             if value.shape != layer.weight.shape:
                 raise ValueError(f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
@@ -82,7 +100,7 @@ class SpikingNetwork:
             learn: bool = True) -> BatchResult:
         """Forward a batch (inputs T x B x N_in) and, with ``labels`` and ``learn``, its gradients."""
         traces = self.forward(inputs)
-        dtype = self.layers[0].weight.dtype
+        dtype = self.parameters[0].dtype
         layer_counts = [trace.spikes.sum(0).to(dtype) for trace in traces]
         counts = layer_counts[-1]
         if labels is None:
@@ -115,4 +133,4 @@ class SpikingNetwork:
             )
             gradients[k] = result.weight
             delta = result.delta_below
-        return gradients
+        return [gradients[k] for k, _ in self.learnable]

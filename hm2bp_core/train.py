@@ -101,7 +101,7 @@ class Trainer:
         self.progress_bar = progress_bar
         self.device = resolve_device(spec.training.device)
         cfg = spec.training
-        self.net = SpikingNetwork(spec, dataset.input_size, self.device, seed=cfg.seed)
+        self.net = SpikingNetwork(spec, dataset.input_shape, self.device, seed=cfg.seed)
         self.optimizer = torch.optim.Adam(self.net.parameters, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
         n_train = min(len(dataset.x_train), cfg.max_train_samples or len(dataset.x_train))

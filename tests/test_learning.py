@@ -87,7 +87,7 @@ def small_spec(**hm2bp):
 def test_batch_gives_the_per_sample_gradients_of_batch_one(switches):
     torch.manual_seed(0)
     spec = small_spec(**switches)
-    net = SpikingNetwork(spec, input_size=20, seed=1)
+    net = SpikingNetwork(spec, 20, seed=1)
     g = torch.Generator().manual_seed(2)
     inputs = random_raster(160, 5, 20, 0.08, g, dtype=torch.float32)
     labels = torch.tensor([0, 1, 2, 3, 1])

@@ -1,0 +1,133 @@
+"""Spiking convolution and pooling: HM2-BP gradients against brute-force loops over positions."""
+
+import pytest
+import torch
+
+from conftest import random_raster
+from hm2bp_core.layers import ConvLayer, LayerTrace, PoolLayer
+from hm2bp_core.network import SpikingNetwork
+from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec
+from reference import spsp_pair
+
+NO_REG = Regularization(**{"lambda": 0.0})
+
+
+def trains(raster, b):
+    return [raster[:, b, n].nonzero().flatten().tolist() for n in range(raster.shape[2])]
+
+
+def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, padding):
+    """Spec 3.5 conv_backward for one sample, with explicit loops over output and input positions."""
+    c_in, h, w = in_shape
+    c_out, _, k, _ = kernel.shape
+    h_out, w_out = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    pre_t, post_t = trains(pre, 0), trains(post, 0)
+
+    def q_index(ci, x, y):
+        return ci * h * w + x * w + y
+
+    def o_index(co, x, y):
+        return co * h_out * w_out + x * w_out + y
+
+    grad = torch.zeros_like(kernel)
+    below = torch.zeros(c_in * h * w, dtype=torch.float64)
+    for co in range(c_out):
+        for x in range(h_out):
+            for y in range(w_out):
+                o = o_index(co, x, y)
+                a_o = len(post_t[o])
+                field = []
+                for ci in range(c_in):
+                    for i in range(k):
+                        for j in range(k):
+                            px, py = stride * x + i - padding, stride * y + j - padding
+                            if 0 <= px < h and 0 <= py < w:
+                                q = q_index(ci, px, py)
+                                e = spsp_pair(pre_t[q], post_t[o], lif)
+                                field.append((ci, i, j, q, e))
+                rho = [(e / a_o if a_o else 0.5) for *_, e in field]
+                s = sum(float(kernel[co, ci, i, j]) * r for (ci, i, j, _, _), r in zip(field, rho)) / nu
+                d = float(delta[0, o]) / nu
+                for ci, i, j, q, e in field:
+                    grad[co, ci, i, j] += d * e * (1 + s)
+                    a_q = len(pre_t[q])
+                    ratio = e / a_q if (a_o > 0 and a_q > 0) else 1.0
+                    below[q] += d * float(kernel[co, ci, i, j]) * ratio
+    return grad, below
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
+def test_conv_gradients_equal_brute_force(lif, stride, padding):
+    g = torch.Generator().manual_seed(stride * 10 + padding)
+    in_shape = (2, 5, 5)
+    kernel = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    layer = ConvLayer(kernel, 2.0, lif, NO_REG, in_shape=in_shape, stride=stride, padding=padding)
+    pre = random_raster(150, 1, 50, 0.06, g)
+    post = random_raster(150, 1, layer.units, 0.05, g, refractory=2)
+    post[:, 0, 1] = 0  # a silent output neuron
+    delta = torch.randn(1, layer.units, generator=g, dtype=torch.float64)
+    got = layer.backward(LayerTrace(pre, post), delta, Hm2bp())
+    grad, below = brute_conv_backward(pre, post, kernel, delta, 2.0, lif, in_shape, stride, padding)
+    assert torch.allclose(got.weight, grad, atol=1e-9)
+    assert torch.allclose(got.delta_below[0], below, atol=1e-9)
+    assert float(grad.abs().sum()) > 0.1
+
+
+def test_conv_forward_is_cross_correlation(lif):
+    kernel = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    kernel[0, 0, 0, 1] = 1.0
+    layer = ConvLayer(kernel, 1.0, lif, NO_REG, in_shape=(1, 3, 3))
+    spikes = torch.zeros(4, 1, 9, dtype=torch.float64)
+    spikes[1, 0, 1 * 3 + 2] = 1.0  # input (1, 2) drives output (1, 1) through kernel (0, 1)
+    currents = layer.currents(spikes)
+    assert currents[1, 0].nonzero().flatten().tolist() == [1 * 2 + 1]
+
+
+def test_pool_error_equals_brute_force(lif):
+    g = torch.Generator().manual_seed(4)
+    layer = PoolLayer(1.5, lif, in_shape=(2, 5, 4), size=2, dtype=torch.float64)
+    pre = random_raster(120, 1, 40, 0.08, g, refractory=2)
+    trace = layer.forward(pre)
+    post = trace.spikes.double()
+    assert float(post.sum()) > 5
+    delta = torch.randn(1, layer.units, generator=g, dtype=torch.float64)
+    got = layer.backward(trace, delta, Hm2bp()).delta_below[0]
+    pre_t, post_t = trains(pre, 0), trains(post, 0)
+    expected = torch.zeros(40, dtype=torch.float64)
+    for c in range(2):
+        for x in range(2):
+            for y in range(2):
+                o = c * 4 + x * 2 + y
+                for i in range(2):
+                    for j in range(2):
+                        q = c * 20 + (2 * x + i) * 4 + (2 * y + j)
+                        both = post_t[o] and pre_t[q]
+                        ratio = spsp_pair(pre_t[q], post_t[o], lif) / len(pre_t[q]) if both else 1.0
+                        expected[q] = float(delta[0, o]) / 4 * ratio
+    assert torch.allclose(got, expected, atol=1e-9)  # row 4 of the 5 input rows lies outside every window
+
+
+def test_pool_forward_sums_windows(lif):
+    layer = PoolLayer(0.5, lif, in_shape=(1, 2, 2), size=2)
+    spikes = torch.zeros(3, 1, 4)
+    spikes[1, 0, :3] = 1.0
+    assert float(layer.currents(spikes)[1, 0, 0]) == 3.0
+
+
+def test_paper_cnn_is_a_few_lines_of_spec():
+    spec = TrainingSpec.model_validate({"network": {"layers": [
+        {"type": "conv", "channels": 15, "kernel": 5, "threshold": 5},
+        {"type": "pool", "size": 2, "threshold": 2},
+        {"type": "conv", "channels": 40, "kernel": 5, "threshold": 12},
+        {"type": "pool", "size": 2, "threshold": 4},
+        {"type": "dense", "units": 300, "threshold": 10},
+        {"type": "dense", "units": 10, "threshold": 10},
+    ]}, "training": {"regularization": {"lambda": 0}}})
+    net = SpikingNetwork(spec, (28, 28))
+    assert [layer.units for layer in net.layers] == [15 * 24 * 24, 15 * 12 * 12, 40 * 8 * 8, 40 * 4 * 4, 300, 10]
+    assert [tuple(p.shape) for p in net.parameters] == [(15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300)]
+    assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (spec 4.2)
+    g = torch.Generator().manual_seed(0)
+    inputs = random_raster(60, 2, 784, 0.1, g, dtype=torch.float32)
+    result = net.run(inputs, torch.tensor([3, 7]))
+    assert len(result.gradients) == 4 and all(torch.isfinite(gr).all() for gr in result.gradients)
