@@ -104,6 +104,21 @@ class Encoding(_Strict):
     max_rate: float = Field(1 / 5.5, gt=0, le=1.0, description="spike probability per step at intensity 1")
 
 
+class Augmentation(_Strict):
+    """Elastic distortion, scaling and rotation of image inputs (spec 4.5; the authors' CNN run).
+
+    When enabled, a fresh spike train is drawn for every presentation of a training sample (test
+    trains stay fixed). Off by default; the paper's CNN config uses scale 12 %, rotation 12 degrees
+    and distortion 3.4 with one random field per epoch.
+    """
+
+    enabled: bool = False
+    scale: float = Field(0.12, ge=0, le=1, description="maximum extra scaling per axis (fraction)")
+    rotation: float = Field(12.0, ge=0, le=180, description="maximum rotation (degrees)")
+    distortion: float = Field(3.4, ge=0, le=50, description="elastic displacement scale (pixels)")
+    per: Literal["epoch", "sample"] = Field("epoch", description="one random field per epoch (authors) or per sample")
+
+
 class Output(_Strict):
     """Dead-zone count targets of the output layer (spec 3.1) and its lateral inhibition (4.6)."""
 
@@ -180,6 +195,7 @@ class TrainingSpec(_Strict):
     network: Network = Field(default_factory=Network)
     neuron: Neuron = Field(default_factory=Neuron)
     encoding: Encoding = Field(default_factory=Encoding)
+    augmentation: Augmentation = Field(default_factory=Augmentation)
     output: Output = Field(default_factory=Output)
     training: Training = Field(default_factory=Training)
     hm2bp: Hm2bp = Field(default_factory=Hm2bp)

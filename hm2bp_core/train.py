@@ -33,6 +33,7 @@ from .checkpoint import (
     save_checkpoint,
     save_model,
 )
+from .augment import random_grids, warp
 from .data import Dataset
 from .encoding import rate_encode
 from .network import SpikingNetwork
@@ -79,6 +80,9 @@ def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
             raise ValueError(f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have {steps} steps")
     elif spec.encoding.kind != "rate":
         raise ValueError("encoding.kind must be 'rate' for a dataset of images")
+    if spec.augmentation.enabled and (dataset.kind != "image" or len(dataset.input_shape) != 2):
+        raise ValueError(f"augmentation.enabled needs 2-D images; the dataset has {dataset.kind} samples of "
+                         f"shape {list(dataset.input_shape)}")
 
 
 def learning_rate(spec: TrainingSpec, epoch: int) -> float:
@@ -124,8 +128,17 @@ class Trainer:
         data = self.dataset.inputs(split, indices)
         if self.dataset.kind == "spikes":
             return data.to(self.device)
-        enc = self.spec.encoding
-        return rate_encode(data.to(self.device), indices, seed=self.spec.training.seed, split=split,
+        enc, aug = self.spec.encoding, self.spec.augmentation
+        keys = indices
+        if aug.enabled and split == "train":
+            # distorted images, and a fresh spike train for every presentation (spec 4.5)
+            height, width = self.dataset.input_shape
+            grids = self._epoch_grid if aug.per == "epoch" else random_grids(
+                len(indices), height, width, scale=aug.scale, rotation=aug.rotation, distortion=aug.distortion,
+                rng=self.rng)
+            data = warp(data.view(-1, height, width), grids).reshape(len(indices), -1)
+            keys = indices + (self.epoch + 1) * len(self.dataset.x_train)
+        return rate_encode(data.to(self.device), keys, seed=self.spec.training.seed, split=split,
                            time_steps=enc.time_steps, max_rate=enc.max_rate)
 
     def _shuffle(self) -> None:
@@ -158,6 +171,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._shuffle()
+        aug = spec.augmentation
+        if aug.enabled and aug.per == "epoch":
+            self._epoch_grid = random_grids(1, *self.dataset.input_shape, scale=aug.scale, rotation=aug.rotation,
+                                            distortion=aug.distortion, rng=self.rng)
         steps = math.ceil(len(self.order) / cfg.batch_size)
         layer_spikes = [0.0] * len(self.net.layers)
         wrong = np.zeros(len(self.dataset.x_train), dtype=bool)

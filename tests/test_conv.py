@@ -131,3 +131,28 @@ def test_paper_cnn_is_a_few_lines_of_spec():
     inputs = random_raster(60, 2, 784, 0.1, g, dtype=torch.float32)
     result = net.run(inputs, torch.tensor([3, 7]))
     assert len(result.gradients) == 4 and all(torch.isfinite(gr).all() for gr in result.gradients)
+
+
+def test_augmentation_switch_trains_and_resamples(tmp_path):
+    import numpy as np
+
+    from hm2bp_core.augment import random_grids, warp
+    from hm2bp_core.data import load_dataset
+    from hm2bp_core.train import train
+
+    rng = np.random.default_rng(0)
+    image = torch.zeros(1, 8, 8)
+    image[0, 2:6, 3:5] = 1.0
+    identity = random_grids(1, 8, 8, scale=0, rotation=0, distortion=0, rng=rng)
+    assert torch.allclose(warp(image, identity), image, atol=1e-5)
+    moved = warp(image, random_grids(1, 8, 8, scale=0.12, rotation=12, distortion=3.4, rng=rng))
+    assert not torch.allclose(moved, image) and 0 < float(moved.sum()) < 20
+    spec = TrainingSpec.model_validate({
+        "network": {"layers": [{"type": "conv", "channels": 4, "kernel": 3, "threshold": 3},
+                               {"type": "pool", "size": 2, "threshold": 1},
+                               {"type": "dense", "units": 10, "threshold": 5}]},
+        "encoding": {"time_steps": 120}, "augmentation": {"enabled": True},
+        "training": {"epochs": 2, "batch_size": 16, "lr": 0.01, "max_train_samples": 64, "max_test_samples": 32},
+    })
+    metrics = train(spec, load_dataset("builtin:digits"), tmp_path)
+    assert len(metrics["epochs"]) == 2 and metrics["epochs"][0]["firing_rates"][0] > 0
