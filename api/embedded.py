@@ -8,14 +8,13 @@ SIGTERM) it stops the worker, then the Redis server, which would otherwise outli
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -24,7 +23,6 @@ from worker.store import JobStore, migrate
 
 from .auth import create_token
 
-log = logging.getLogger(__name__)
 WORKER_STOP_SECONDS = 10.0
 
 

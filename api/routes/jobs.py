@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path as FilePath
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -38,19 +39,28 @@ def job_record(job: Job) -> schemas.Job:
 
 
 @lru_cache(maxsize=4)
-def _load(path_or_ref: str, data_dir: str) -> Dataset:
-    """Datasets loaded for fit checks; uploads are content-addressed, so the cache never goes stale."""
-    return load_dataset(path_or_ref, data_dir=data_dir)
+def _load(path: str) -> Dataset:
+    """Uploads loaded for fit checks; they are content-addressed, so the cache never goes stale."""
+    return load_dataset(path)
+
+
+def _builtin_stand_in(meta: schemas.Dataset) -> Dataset:
+    """One sample of a built-in's shape and class count: enough for ``check_fit``, and no
+    request ever downloads or loads MNIST (the worker does, when the job runs)."""
+    sample = np.zeros((1, *meta.input_shape), dtype=np.uint8)
+    labels = np.zeros(1, dtype=np.int64)
+    return Dataset(meta.name, sample, labels, sample, labels, num_classes=meta.num_classes, scale=255.0,
+                   source=meta.id)
 
 
 def _dataset_for_fit(ref: str, user_id: int, services: Services) -> Dataset:
     if ref.startswith(BUILTIN_PREFIX):
         if ref not in BUILTINS:
             raise not_found("dataset", ref)
-        return _load(ref, str(services.settings.builtin_data_dir))
+        return _builtin_stand_in(BUILTINS[ref])
     if services.store.get_dataset(user_id, ref) is None:
         raise not_found("dataset", ref)
-    return _load(str(dataset_path(ref, services.store, services.artifacts, services.settings)), "")
+    return _load(str(dataset_path(ref, services.store, services.artifacts, services.settings)))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Job,
@@ -96,7 +106,7 @@ def submit_job(body: schemas.JobCreate, response: Response, user: UserDep, servi
 def list_jobs(user: UserDep, services: ServicesDep,
               state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> schemas.JobPage:
+              offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> schemas.JobPage:
     """The caller's jobs, newest first, optionally of one state."""
     jobs, total = services.store.list_jobs(user.id, state, limit, offset)
     return schemas.JobPage(items=[job_record(j) for j in jobs], total=total, limit=limit, offset=offset)
@@ -122,7 +132,7 @@ def job_metrics(job: JobDep, services: ServicesDep) -> schemas.Metrics:
 
 
 @router.get("/{job_id}/logs", response_model=schemas.Logs, responses=ERRORS)
-def job_logs(job: JobDep, services: ServicesDep, after: Annotated[int, Query(ge=0)] = 0,
+def job_logs(job: JobDep, services: ServicesDep, after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
              limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> schemas.Logs:
     """Log lines after event id ``after``."""
     events = services.store.events_after(job.id, after, types=("log",), limit=limit)

@@ -22,6 +22,8 @@ from ..auth import bearer_token, user_for_token
 from ..deps import JobDep, ServicesDep
 from ..errors import error_response
 
+MAX_CURSOR = 2**31 - 1
+
 router = APIRouter(prefix="/v1/jobs", tags=["streams"])
 ERRORS = {code: {"model": schemas.ErrorBody} for code in (401, 404, 422)}
 
@@ -30,12 +32,13 @@ def cursor(after: int | None, last_event_id: str | None) -> int:
     """The later of ``?after=`` and a numeric ``Last-Event-ID``."""
     values = [after or 0]
     if last_event_id and last_event_id.strip().isdigit():
-        values.append(int(last_event_id.strip()))
+        values.append(min(int(last_event_id.strip()), MAX_CURSOR))
     return max(values)
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=ERRORS)
-async def job_events(job: JobDep, services: ServicesDep, after: Annotated[int | None, Query(ge=0)] = None,
+async def job_events(job: JobDep, services: ServicesDep,
+                     after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR)] = None,
                      last_event_id: Annotated[str | None, Header(max_length=64)] = None
                      ) -> AsyncIterable[schemas.EventEnvelope]:
     """Server-sent events: ``id`` is the event id, ``event`` its type, ``data`` the envelope."""
@@ -44,7 +47,8 @@ async def job_events(job: JobDep, services: ServicesDep, after: Annotated[int | 
 
 
 @router.websocket("/{job_id}/stream")
-async def job_stream(websocket: WebSocket, job_id: str, after: Annotated[int, Query(ge=0)] = 0) -> None:
+async def job_stream(websocket: WebSocket, job_id: str,
+                     after: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0) -> None:
     """Websocket: one JSON ``EventEnvelope`` per message; closed (1000) after the final state."""
     services = websocket.app.state.services
     user = await asyncio.to_thread(user_for_token, services.store, bearer_token(websocket))

@@ -8,6 +8,7 @@ URL of a database where schemas may be created).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -124,13 +125,9 @@ def service(request, tmp_path_factory, redis_db):
         "HM2BP_CANCEL_GRACE_SECONDS": "1",
         "OMP_NUM_THREADS": "1",
     }
-    schema = None
+    database = contextlib.ExitStack()
     if backend == "postgresql":
-        schema = f"hm2bp_test_{secrets.token_hex(4)}"
-        admin = sqlalchemy.create_engine(POSTGRES_URL)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        env["HM2BP_DATABASE_URL"] = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        env["HM2BP_DATABASE_URL"] = database.enter_context(postgres_schema())
     else:
         env.pop("HM2BP_DATABASE_URL", None)
     tokens = {}
@@ -166,10 +163,22 @@ def service(request, tmp_path_factory, redis_db):
             client.close()
         stop(api)
         stop(worker)
-        if schema is not None:
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-            admin.dispose()
+        database.close()
+
+
+@contextlib.contextmanager
+def postgres_schema():
+    """A fresh PostgreSQL schema for one test session; yields a URL whose search_path is it."""
+    schema = f"hm2bp_test_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
