@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import postgres_schema
+from .harness import postgres_schema
 from worker.store import (CANCELLED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, Job, JobStore, migrate,
                           new_id)
 

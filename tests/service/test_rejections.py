@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import MAX_UPLOAD_BYTES, TINY_SPEC, npz_bytes
+from .harness import MAX_UPLOAD_BYTES, TINY_SPEC, npz_bytes
 
 
 def job_count(client) -> int:

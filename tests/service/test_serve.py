@@ -11,7 +11,7 @@ import time
 import httpx
 import redis
 
-from conftest import HM2BP, REPO, TINY_SPEC, free_port, stop
+from .harness import HM2BP, REPO, TINY_SPEC, free_port, stop
 
 
 def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):

@@ -11,7 +11,7 @@ import time
 import httpx_sse
 from websockets.sync.client import connect
 
-from conftest import HM2BP, TINY_SPEC
+from .harness import HM2BP, TINY_SPEC
 
 
 def stream_events(service, job_id: str, after: int = 0, user: str = "alice") -> list[dict]:
