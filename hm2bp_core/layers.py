@@ -16,8 +16,9 @@ E is never materialised for a whole batch: every quantity above is linear in E, 
 into products with the spike weights Q and the sparse input raster.
 
 Memory: rasters are kept as booleans (1 byte per neuron and step); input currents are computed in
-chunks of ``CHUNK_ROWS`` (steps x samples) while simulating and again, per group of ``BATCH_CHUNK`` samples,
-in the backward pass, so no float history of the whole run is ever held for the whole batch.
+chunks of ``CHUNK_ROWS`` (steps x samples) while simulating and again, per group of samples,
+in the backward pass (``CHUNK_WEIGHTS`` S-PSP weights at a time), so no float history of the whole
+run is ever held for the whole batch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .spsp import spike_weights
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 CHUNK_ROWS = 4096  # (steps x samples) of input current computed at once in the forward pass
-BATCH_CHUNK = 8  # samples whose S-PSP weights are held at once in the backward pass
+CHUNK_WEIGHTS = 4_000_000  # S-PSP weights (samples x neurons x steps) held at once in the backward pass
 SPARSE_BELOW = 0.15  # rasters sparser than this are multiplied as CSR matrices
 
 
@@ -154,10 +155,11 @@ class SpikingLayer:
         without the penalty (for tests); otherwise the batch mean with the penalty is returned.
         """
         post = trace.spikes if post_spikes is None else post_spikes
-        batch = trace.inputs.shape[1]
+        steps, batch = trace.inputs.shape[:2]
+        size = max(1, CHUNK_WEIGHTS // (self.units * steps))
         grads, belows = [], []
-        for start in range(0, batch, BATCH_CHUNK):
-            part = slice(start, start + BATCH_CHUNK)
+        for start in range(0, batch, size):
+            part = slice(start, start + size)
             grad, below = self._backward_chunk(
                 trace.inputs[:, part], post[:, part], delta[part], switches,
                 None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample)

@@ -55,21 +55,22 @@ def _reverse_exp_filter(x: torch.Tensor, decay: float) -> torch.Tensor:
 
     Blockwise: within a block of 32 steps the sum is a reversed cumulative sum of x scaled by
     decay**t (the scales span at most decay**-32, e^4 for tau_s = 8: no overflow, full precision);
-    the blocks are then chained from the last to the first.
+    the value at each block's start is then carried into the block before it.
     """
     steps = x.shape[-1]
     blocks = -(-steps // _FILTER_BLOCK)
     padded = torch.nn.functional.pad(x, (0, blocks * _FILTER_BLOCK - steps))
     lag = torch.arange(_FILTER_BLOCK, device=x.device, dtype=x.dtype)
-    up, down = decay ** lag, decay ** -lag  # decay^t and decay^-t within a block
-    shaped = padded.reshape(*x.shape[:-1], blocks, _FILTER_BLOCK)
-    local = (shaped * up).flip(-1).cumsum(-1).flip(-1) * down
-    carry_weights = decay ** (_FILTER_BLOCK - lag)  # decay^(block_end - p)
-    out = torch.empty_like(local)
-    carry = torch.zeros_like(local[..., 0, 0])
-    for b in range(blocks - 1, -1, -1):
-        out[..., b, :] = local[..., b, :] + carry.unsqueeze(-1) * carry_weights
-        carry = out[..., b, 0]
+    scaled = padded.reshape(*x.shape[:-1], blocks, _FILTER_BLOCK) * decay**lag
+    # reversed cumulative sum within each block: total - cumsum + own term
+    local = (scaled.sum(-1, keepdim=True) - scaled.cumsum(-1) + scaled) * decay**-lag
+    # y at the start of block b+1, chained from the last block backwards on B x N x blocks values only
+    starts = local[..., 0]
+    carried = torch.zeros_like(starts)
+    hop = decay**_FILTER_BLOCK
+    for b in range(blocks - 2, -1, -1):
+        carried[..., b] = starts[..., b + 1] + hop * carried[..., b + 1]
+    out = local + carried.unsqueeze(-1) * decay ** (_FILTER_BLOCK - lag)  # decay^(block_end - p)
     return out.reshape(*x.shape[:-1], blocks * _FILTER_BLOCK)[..., :steps]
 
 
