@@ -24,8 +24,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q -ra
 
+# snnTorch is the BPTT baseline of benchmarks/speed.py; --no-deps keeps it from pulling another torch
 bench: setup
-	$(BIN)/python benchmarks/mnist_fc.py --train-samples 2000 --epochs 1
+	$(BIN)/pip install --quiet --no-deps snntorch==1.0.0
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
