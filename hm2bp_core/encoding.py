@@ -30,10 +30,10 @@ def rate_encode(
     time_steps: int,
     max_rate: float,
 ) -> torch.Tensor:
-    """Spike raster T x B x D (0/1 floats, on ``intensity``'s device) for intensities B x D in [0, 1]."""
+    """Spike raster T x B x D (bool, on ``intensity``'s device) for intensities B x D in [0, 1]."""
     batch, size = intensity.shape
     host = intensity.detach().to("cpu", torch.float32)
-    raster = torch.zeros(time_steps, batch, size, dtype=torch.float32)
+    raster = torch.zeros(time_steps, batch, size, dtype=torch.bool)
     generator = torch.Generator()
     for b, index in enumerate(indices):
         active = torch.nonzero(host[b] > 0).flatten()
@@ -41,5 +41,5 @@ def rate_encode(
             continue
         generator.manual_seed(sample_seed(seed, split, int(index)))
         draws = torch.rand(time_steps - 1, active.numel(), generator=generator)
-        raster[1:, b, active] = (draws < host[b, active] * max_rate).float()
+        raster[1:, b, active] = draws < host[b, active] * max_rate
     return raster.to(intensity.device)

@@ -140,6 +140,11 @@ def test_resume_after_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert [r["test_accuracy"] for r in ma] == [r["test_accuracy"] for r in mb] and len(mb) == 4
 
 
+def test_example_specs_validate():
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        assert load_spec(path).training.epochs >= 1, path
+
+
 def test_encoding_is_seeded_per_sample():
     from hm2bp_core.encoding import rate_encode
 
@@ -147,7 +152,7 @@ def test_encoding_is_seeded_per_sample():
     a = rate_encode(x, [0, 1, 2, 3], seed=5, split="train", time_steps=100, max_rate=0.2)
     b = rate_encode(x[2:3], [2], seed=5, split="train", time_steps=100, max_rate=0.2)
     assert torch.equal(a[:, 2], b[:, 0]) and float(a[0].sum()) == 0.0
-    rate = float(a[1:].mean(0).mean(0).sum()) / float((x * 0.2).sum(0).sum() / 4)
+    rate = float(a[1:].float().mean(0).mean(0).sum()) / float((x * 0.2).sum(0).sum() / 4)
     assert 0.9 < rate < 1.1
     c = rate_encode(x, [0, 1, 2, 3], seed=6, split="train", time_steps=100, max_rate=0.2)
     assert not torch.equal(a, c)
