@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# the service with embedded defaults: API + one worker + SQLite + an embedded Redis, data in .hm2bp/
 run: setup
-	$(BIN)/hm2bp train examples/digits.yaml --data builtin:digits --out runs/digits
-	@echo "model, spec and metrics are in runs/digits/ (model.safetensors, spec.json, metrics.json)"
+	$(BIN)/hm2bp serve --data-dir .hm2bp
 
 test: setup
 	$(BIN)/python -m pytest -q -ra
