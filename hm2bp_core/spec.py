@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Strict(BaseModel):
@@ -57,7 +57,16 @@ class PoolLayer(_Strict):
     threshold: float = Field(gt=0)
 
 
-Layer = Annotated[Union[DenseLayer, ConvLayer, PoolLayer], Field(discriminator="type")]
+def _layer_type(value: Any) -> str:
+    """The layer's ``type``; a layer given without one is dense."""
+    return value.get("type", "dense") if isinstance(value, dict) else getattr(value, "type", "dense")
+
+
+Layer = Annotated[
+    Union[Annotated[DenseLayer, Tag("dense")], Annotated[ConvLayer, Tag("conv")], Annotated[PoolLayer, Tag("pool")]],
+    Discriminator(_layer_type, custom_error_type="layer_type",
+                  custom_error_message="type must be one of 'dense', 'conv', 'pool'"),
+]
 
 
 def _paper_mlp() -> list[Layer]:
