@@ -155,8 +155,8 @@ class SpikingLayer:
         without the penalty (for tests); otherwise the batch mean with the penalty is returned.
         """
         post = trace.spikes if post_spikes is None else post_spikes
-        steps, batch = trace.inputs.shape[:2]
-        size = max(1, CHUNK_WEIGHTS // (self.units * steps))
+        steps, batch, fan_in = trace.inputs.shape
+        size = max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
         grads, belows = [], []
         for start in range(0, batch, size):
             part = slice(start, start + size)
