@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from hm2bp_core.data import DatasetError, load_dataset
 from hm2bp_core.data.builtin import default_data_dir
@@ -30,21 +31,27 @@ from hm2bp_core.spec import TrainingSpec
 from hm2bp_core.train import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
-MLP = [{"type": "dense", "units": 800, "threshold": 20}, {"type": "dense", "units": 10, "threshold": 8}]
-CNN = [
-    {"type": "conv", "channels": 15, "kernel": 5, "threshold": 5},
-    {"type": "pool", "size": 2, "threshold": 2},
-    {"type": "conv", "channels": 40, "kernel": 5, "threshold": 12},
-    {"type": "pool", "size": 2, "threshold": 4},
-    {"type": "dense", "units": 300, "threshold": 10},
-    {"type": "dense", "units": 10, "threshold": 10},
-]
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> dict:
+    """The network, augmentation and penalty of an example spec (the single source of the paper's nets)."""
+    spec = yaml.safe_load((EXAMPLES / name).read_text())
+    keep = {"network": spec["network"]}
+    for section in ("augmentation", "neuron", "output"):
+        if section in spec:
+            keep[section] = spec[section]
+    if "regularization" in spec.get("training", {}):
+        keep["training"] = {"regularization": spec["training"]["regularization"]}
+    return keep
+
+
+MLP = example("mnist_mlp.yaml")["network"]["layers"]
 ROWS = {
     "mnist-fc": {"network": "784-800-10", "paper": "98.84 / 98.93", "data": "mnist",
-                 "spec": {"network": {"layers": MLP}}},
+                 "spec": example("mnist_mlp.yaml")},
     "mnist-cnn": {"network": "15C5-P2-40C5-P2-300-10", "paper": "99.42 / 99.49", "data": "mnist",
-                  "spec": {"network": {"layers": CNN}, "augmentation": {"enabled": True},
-                           "training": {"regularization": {"lambda": 0}}}},
+                  "spec": example("mnist_cnn.yaml")},
     "nmnist-fc": {"network": "2x34x34-800-10", "paper": "98.84 / 98.88", "data": "builtin:nmnist",
                   "spec": {"network": {"layers": [{"type": "dense", "units": 800, "threshold": 15},
                                                   {"type": "dense", "units": 10, "threshold": 15}]},

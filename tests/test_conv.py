@@ -1,12 +1,14 @@
 """Spiking convolution and pooling: HM2-BP gradients against brute-force loops over positions."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from conftest import random_raster
 from hm2bp_core.layers import ConvLayer, LayerTrace, PoolLayer
 from hm2bp_core.network import SpikingNetwork
-from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec
+from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec, load_spec
 from reference import spsp_pair
 
 NO_REG = Regularization(**{"lambda": 0.0})
@@ -115,14 +117,7 @@ def test_pool_forward_sums_windows(lif):
 
 
 def test_paper_cnn_is_a_few_lines_of_spec():
-    spec = TrainingSpec.model_validate({"network": {"layers": [
-        {"type": "conv", "channels": 15, "kernel": 5, "threshold": 5},
-        {"type": "pool", "size": 2, "threshold": 2},
-        {"type": "conv", "channels": 40, "kernel": 5, "threshold": 12},
-        {"type": "pool", "size": 2, "threshold": 4},
-        {"type": "dense", "units": 300, "threshold": 10},
-        {"type": "dense", "units": 10, "threshold": 10},
-    ]}, "training": {"regularization": {"lambda": 0}}})
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "mnist_cnn.yaml")
     net = SpikingNetwork(spec, (28, 28))
     assert [layer.units for layer in net.layers] == [15 * 24 * 24, 15 * 12 * 12, 40 * 8 * 8, 40 * 4 * 4, 300, 10]
     assert [tuple(p.shape) for p in net.parameters] == [(15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300)]
