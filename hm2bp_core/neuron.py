@@ -81,11 +81,14 @@ class LIFState:
                    zero.clone(), zero.clone())
 
 
-@torch.jit.script
 def _lif_loop(currents: torch.Tensor, prev_currents: torch.Tensor, prev_spikes: torch.Tensor,
               v: torch.Tensor, x: torch.Tensor, r: torch.Tensor, nu: float, tau_m: float, tau_s: float,
               refractory: int, lateral: float, t0: int) -> torch.Tensor:
-    """The loop of the module docstring over one chunk of steps; v, x, r are updated in place."""
+    """The loop of the module docstring over one chunk of steps; v, x, r are updated in place.
+
+    Plain tensor code: the path on CUDA (where each line is one fused-enough kernel) and on a CPU
+    without a C++ compiler; ``kernels/lif.cpp`` is the same loop compiled for the CPU.
+    """
     spikes = torch.zeros_like(currents)
     vv, xx, rr = v.clone(), x.clone(), r.clone()
     for k in range(currents.shape[0]):

@@ -58,14 +58,14 @@ def test_no_spike_at_t0_and_refractory_gap(lif):
 
 
 @pytest.mark.parametrize("lateral", [0.0, 1.0])
-def test_compiled_kernel_equals_torchscript_loop_and_chunking(lif, lateral):
-    """The C++ kernel, the TorchScript loop and a chunked run give bit-identical rasters."""
+def test_compiled_kernel_equals_tensor_loop_and_chunking(lif, lateral):
+    """The C++ kernel, the tensor loop and a chunked run give bit-identical rasters."""
     from hm2bp_core.kernels import load_lif
     from hm2bp_core.neuron import LIFState, _lif_loop, lif_step_chunk
 
     kernel = load_lif()
     if kernel is None:
-        pytest.skip("no C++ compiler here: only the TorchScript loop runs")
+        pytest.skip("no C++ compiler here: only the tensor loop runs")
     g = torch.Generator().manual_seed(9)
     currents = torch.randn(300, 3, 40, generator=g) * 2 + 0.7
     zero = torch.zeros(3, 40)

@@ -1,7 +1,7 @@
 """Compiled kernels, built on first use with torch's C++ extension loader (needs a C++ compiler).
 
 ``load_lif()`` returns the module of ``lif.cpp`` or ``None`` when it cannot be built (no compiler,
-or ``HM2BP_NO_EXTENSIONS=1``); callers then use the TorchScript loop, which computes the same
+or ``HM2BP_NO_EXTENSIONS=1``); callers then use the tensor loop of :mod:`hm2bp_core.neuron`, which computes the same
 rasters. The build is cached by torch (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions).
 """
 
@@ -25,5 +25,5 @@ def load_lif():
         return load("hm2bp_lif", sources=[str(Path(__file__).with_name("lif.cpp"))],
                     extra_cflags=["-O3"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache: fall back, loudly
-        log.warning("hm2bp: the C++ LIF kernel could not be built (%s); using the TorchScript loop", exc)
+        log.warning("hm2bp: the C++ LIF kernel could not be built (%s); using the (slower) tensor loop", exc)
         return None

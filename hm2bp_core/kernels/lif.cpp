@@ -1,5 +1,5 @@
 // Fused CPU loop of the discrete LIF neuron of the authors' code (spec 1.2); one pass over time,
-// samples in parallel. Same arithmetic, in the same order, as hm2bp_core.neuron.lif_loop, so the
+// samples in parallel. Same arithmetic, in the same order, as hm2bp_core.neuron._lif_loop, so the
 // two give bit-identical rasters (a test checks it).
 //
 // state (v, x, r: B x N each) is read and updated in place, so a long run can be fed in chunks of
