@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from worker.services import Services
 from worker.settings import Settings, get_settings
@@ -17,7 +18,7 @@ from worker.store import migrate
 
 from . import errors
 from .metrics import RequestMetrics, make_registry
-from .routes import datasets, health, jobs, streams
+from .routes import dashboard, datasets, health, jobs, session, spec, streams
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.registry = make_registry(services.store)
     errors.install(app)
-    for module in (health, datasets, jobs, streams):
+    for module in (health, session, spec, datasets, jobs, streams, dashboard):
         app.include_router(module.router)
+    app.mount("/static", dashboard.static_files, name="static")
+    if settings.allowed_origins:  # closed by default: only the listed origins' pages may call the API
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_credentials=True,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                           expose_headers=["Content-Disposition"], max_age=600)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

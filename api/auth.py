@@ -1,7 +1,15 @@
 """API tokens: random, prefixed ``hm2bp_``, shown once, stored as their sha256, revocable.
 
-``current_user`` is the one dependency that guards HTTP routes, SSE and websockets: it reads
-``Authorization: Bearer <token>`` and answers 401 otherwise.
+``current_user`` is the one dependency that guards HTTP routes and SSE (``authenticate`` does the
+same for websockets): it reads ``Authorization: Bearer <token>``, or else the session cookie, and
+answers 401 otherwise.
+
+The session cookie is for browsers, whose websocket and EventSource cannot send a header:
+``POST /v1/session`` with a bearer token sets it (HttpOnly, SameSite=Strict, path /v1). It holds
+the token itself, so revoking the token ends the session. A cookie is only honoured when the
+request's ``Origin`` is the API's own or one of ``HM2BP_CORS_ORIGINS``; without an ``Origin``
+header only for GET (browsers send ``Origin`` on every cross-origin request, every websocket
+handshake and every same-origin POST), which stops other sites from riding the cookie.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from starlette.requests import HTTPConnection
 from worker.store import JobStore, User
 
 TOKEN_PREFIX = "hm2bp_"
+SESSION_COOKIE = "hm2bp_session"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 bearer = HTTPBearer(auto_error=False, description="an API token from `hm2bp token create --user NAME`")
 
 
@@ -46,13 +56,43 @@ def bearer_token(connection: HTTPConnection) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
+def own_origin(connection: HTTPConnection) -> str:
+    """``scheme://host[:port]`` of this API as the client addressed it (``ws`` counts as ``http``)."""
+    scheme = {"ws": "http", "wss": "https"}.get(connection.url.scheme, connection.url.scheme)
+    return f"{scheme}://{connection.headers.get('host', '')}".lower()
+
+
+def origin_allowed(connection: HTTPConnection) -> bool:
+    """May this request authenticate with the session cookie? (See the module docstring.)"""
+    origin = connection.headers.get("origin")
+    if origin is None:
+        method = connection.scope.get("method", "GET")  # a websocket scope has none: its handshake is a GET
+        return method in SAFE_METHODS and connection.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    origin = origin.rstrip("/").lower()
+    allowed = connection.app.state.services.settings.allowed_origins
+    return origin == own_origin(connection) or origin in (o.lower() for o in allowed)
+
+
+def connection_token(connection: HTTPConnection) -> str | None:
+    """The bearer token, or else the session cookie's when the origin may use it."""
+    token = bearer_token(connection)
+    if token is None and SESSION_COOKIE in connection.cookies and origin_allowed(connection):
+        token = connection.cookies[SESSION_COOKIE]
+    return token
+
+
+def authenticate(connection: HTTPConnection) -> User | None:
+    """The caller of a request or websocket handshake, or None."""
+    return user_for_token(connection.app.state.services.store, connection_token(connection))
+
+
 def unauthorized() -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, "missing, invalid or revoked API token",
                          headers={"WWW-Authenticate": "Bearer"})
 
 
 def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
-    user = user_for_token(request.app.state.services.store, bearer_token(request))
+    user = authenticate(request)
     if user is None:
         raise unauthorized()
     return user

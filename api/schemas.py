@@ -134,3 +134,12 @@ class EventEnvelope(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Session(BaseModel):
+    user: str = Field(description="the signed-in user's name")
+
+
+class SpecDefaults(BaseModel):
+    defaults: dict[str, Any] = Field(description="TrainingSpec() resolved: the paper's defaults")
+    json_schema: dict[str, Any] = Field(description="the spec's JSON schema (types, enums, bounds, descriptions)")

@@ -141,6 +141,10 @@ class Trainer:
         return rate_encode(data.to(self.device), keys, seed=self.spec.training.seed, split=split,
                            time_steps=enc.time_steps, max_rate=enc.max_rate)
 
+    def encode(self, split: str, indices: np.ndarray) -> torch.Tensor:
+        """Spike trains (T x B x D) of samples of ``split``, exactly as training and evaluation see them."""
+        return self._batch_inputs(split, indices)
+
     def _shuffle(self) -> None:
         mode = self.spec.hm2bp.shuffle
         n = len(self.order)

@@ -63,12 +63,22 @@ def main(job_id: str, outcome_fd: int) -> None:
         json.dump(outcome, channel)
 
 
+def write_diagnostics(trainer: Any, run_dir: Path, raster_samples: int) -> None:
+    """confusion.json (test set) and rasters.json (spike trains of ``raster_samples`` test samples)
+    beside the model: the dashboard's confusion matrix and raster plot."""
+    from hm2bp_core.diagnostics import confusion_matrix, spike_rasters
+
+    (run_dir / "confusion.json").write_text(json.dumps(confusion_matrix(trainer)))
+    if raster_samples:
+        (run_dir / "rasters.json").write_text(json.dumps(spike_rasters(trainer, raster_samples)))
+
+
 def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, Any]:
     import torch
 
     from hm2bp_core.data import DatasetError
     from hm2bp_core.spec import TrainingSpec
-    from hm2bp_core.train import TrainingCancelled, TrainingDiverged, train
+    from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
 
     from .datasets import open_dataset
 
@@ -93,7 +103,9 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
         spec = TrainingSpec.model_validate(job.spec)
         bus.publish(job_id, "log", {"message": f"attempt {job.attempts}: loading dataset {job.dataset}"})
         dataset = open_dataset(job.dataset, store, artifacts, settings)
-        metrics = train(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set, resume=True)
+        trainer = Trainer(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set)
+        metrics = trainer.run(resume=True)
+        write_diagnostics(trainer, Path(run_dir), settings.raster_samples)
     except TrainingCancelled as exc:
         bus.publish(job_id, "log", {"message": str(exc)})
         return {"status": "cancelled"}

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     max_job_seconds: int = Field(7 * 24 * 3600, gt=0, description="longest job; sets the broker visibility timeout")
     stream_maxlen: int = Field(10_000, gt=0, description="approximate cap on each job's Redis Stream")
     worker_queues: str = Field("gpu,cpu", description="queues the worker consumes, comma separated")
+    cors_origins: str = Field(
+        "", description="comma-separated origins (https://lab.example.org) whose pages may call the API and open "
+        "its streams; empty: none but the API's own (CORS closed)")
+    raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
+                                "(rasters.json, for the dashboard's raster plot); 0: none")
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:

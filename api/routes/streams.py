@@ -3,8 +3,9 @@
 Both send the history after the cursor (``?after=EVENT_ID``; for SSE also ``Last-Event-ID``),
 then live events, and end after the job's final ``state`` event. Each event is an
 ``EventEnvelope`` ``{"id", "type", "at", "data"}``; its ``id`` is the next cursor. Clients
-authenticate with ``Authorization: Bearer`` on the request or the websocket handshake; a
-refused handshake is answered with the HTTP status (401, 404) and a JSON body.
+authenticate with ``Authorization: Bearer`` on the request or the websocket handshake, or
+(browsers) with the session cookie of ``POST /v1/session`` from an allowed origin; a refused
+handshake is answered with the HTTP status (401, 404) and a JSON body.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.status import WS_1008_POLICY_VIOLATION
 
 from .. import schemas
-from ..auth import bearer_token, user_for_token
+from ..auth import authenticate
 from ..deps import JobDep, ServicesDep
 from ..errors import error_response
 
@@ -51,7 +52,7 @@ async def job_stream(websocket: WebSocket, job_id: str,
                      after: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0) -> None:
     """Websocket: one JSON ``EventEnvelope`` per message; closed (1000) after the final state."""
     services = websocket.app.state.services
-    user = await asyncio.to_thread(user_for_token, services.store, bearer_token(websocket))
+    user = await asyncio.to_thread(authenticate, websocket)
     if user is None:
         return await _refuse(websocket, 401, "missing, invalid or revoked API token")
     job = await asyncio.to_thread(services.store.get_job, user.id, job_id)

@@ -1,0 +1,54 @@
+"""The web dashboard: ``GET /`` and its static files, shipped inside the package (``api/static``),
+plus ``/static/vendor/plotly.min.js`` served from the installed ``plotly`` package. No CDN: the
+page works offline. Routing within the page is by URL fragment (``/#/jobs/ID``), so ``/`` is the
+only HTML document; it is served with a strict Content-Security-Policy (scripts from this origin
+only, no inline script), a second line of defence behind the page's own rule of rendering every
+user-supplied string as text."""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# plotly injects <style> elements, hence 'unsafe-inline' for styles only; charts are SVG (no WebGL,
+# whose regl shaders would need 'unsafe-eval')
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "Cache-Control": "no-cache"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@lru_cache(maxsize=1)
+def plotly_bundle() -> Path | None:
+    """The ``plotly.min.js`` that the plotly Python package ships, without importing plotly."""
+    found = importlib.util.find_spec("plotly")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(folder) / "package_data" / "plotly.min.js"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@router.get("/")
+def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=HEADERS)
+
+
+@router.get("/static/vendor/plotly.min.js")
+def plotly_js() -> FileResponse:
+    bundle = plotly_bundle()
+    if bundle is None:
+        raise HTTPException(404, "plotly is not installed (pip install plotly): the dashboard's charts need it")
+    return FileResponse(bundle, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+
+static_files = StaticFiles(directory=STATIC_DIR)
