@@ -60,3 +60,7 @@ def token_revoke(
         typer.echo("error: no such live token", err=True)
         raise typer.Exit(code=1)
     typer.echo("revoked")
+
+
+from hm2bp_client.cli import register as _register_client  # noqa: E402
+_register_client(app)

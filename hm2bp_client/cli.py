@@ -1,0 +1,196 @@
+"""Client commands of ``hm2bp``: ``submit``, ``status``, ``logs``, ``cancel``, ``download`` and
+``datasets upload``, registered on the main app by ``register`` (called from ``api.cli``).
+
+Every command takes ``--url`` and ``--token`` (else ``HM2BP_URL`` / ``HM2BP_TOKEN``, else
+``~/.config/hm2bp/config.toml``). Results go to stdout as JSON, progress to stderr. Exit codes of
+the commands that follow a job to its end (``submit --wait``, ``logs -f``): 0 succeeded, 1 failed,
+2 cancelled; every command exits 3 on a client or network error, with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .client import Client
+from .errors import HM2BPError
+
+EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "cancelled": 2}
+CLIENT_ERROR_EXIT = 3
+
+UrlOption = Annotated[Optional[str], typer.Option(
+    "--url", help="service URL (default: HM2BP_URL, the config file, http://127.0.0.1:8000)", show_default=False)]
+TokenOption = Annotated[Optional[str], typer.Option(
+    "--token", help="API token (default: HM2BP_TOKEN or the config file)", show_default=False)]
+JobArgument = Annotated[str, typer.Argument(help="job id (job_...)")]
+
+
+@contextmanager
+def _session(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client for one command; an ``HM2BPError`` ends the command with exit code 3."""
+    try:
+        with Client(url, token) as client:
+            yield client
+    except HM2BPError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(CLIENT_ERROR_EXIT) from None
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """A spec file as a mapping: JSON, or YAML for any other suffix (YAML reads JSON too)."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HM2BPError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise HM2BPError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise HM2BPError(f"{path}: a training spec must be a mapping (JSON object / YAML mapping)")
+    return data
+
+
+def format_event(event: dict[str, Any]) -> str | None:
+    """One human line for an event, or None for events shown otherwise (``epoch`` rows are
+    followed by a ``log`` line that says the same)."""
+    data = event["data"]
+    if event["type"] == "state":
+        line = f"state: {data.get('state')}" + (f" ({data['reason']})" if data.get("reason") else "")
+        error = data.get("error") or {}
+        return line + "".join(f"\n  {tail}" for tail in error.get("log_tail", [])[-5:])
+    if event["type"] == "progress":
+        return (f"epoch {data.get('epoch')}/{data.get('epochs')} step {data.get('step')}/{data.get('steps')}: "
+                f"loss {data.get('loss', float('nan')):.4g}, {data.get('samples_per_sec', 0):.0f} samples/s, "
+                f"ETA {data.get('eta_seconds', 0):.0f} s")
+    if event["type"] == "log":
+        return str(data.get("message", ""))
+    return None
+
+
+def _echo_event(event: dict[str, Any], err: bool) -> None:
+    line = format_event(event)
+    if line is not None:
+        typer.echo(line, err=err)
+
+
+def _summary(job_id: str | None, job: dict[str, Any] | None, error: str | None = None) -> str:
+    """The last line of ``submit --wait``: ``{"id", "state", "best_test_accuracy"}`` (+ ``error``)."""
+    line = {"id": job_id, "state": job["state"] if job else None,
+            "best_test_accuracy": ((job or {}).get("metrics") or {}).get("best_test_accuracy")}
+    if error is not None:
+        line["error"] = error
+    return json.dumps(line)
+
+
+def submit(
+    spec: Annotated[Path, typer.Argument(help="training spec file (JSON or YAML)")],
+    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), or a local file to upload")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; exit 0/1/2 for succeeded/failed/cancelled")] = False,
+    name: Annotated[Optional[str], typer.Option(help="job name")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Submit a training job; prints {"id", "state"}.
+
+    With --wait it follows the job: progress on stderr, and the last line on stdout is
+    {"id", "state", "best_test_accuracy"}; exit 0 succeeded, 1 failed, 2 cancelled, 3 client error.
+    """
+    job_id = None
+    try:
+        with Client(url, token) as client:
+            body = read_spec(spec)
+            dataset = data
+            if not data.startswith("builtin:") and Path(data).is_file():
+                dataset = client.upload_dataset(data)["id"]
+                typer.echo(f"uploaded {data} as {dataset}", err=True)
+            job = client.submit(body, dataset, name=name)
+            job_id = job["id"]
+            if not wait:
+                typer.echo(json.dumps({"id": job_id, "state": job["state"]}))
+                return
+            typer.echo(f"submitted {job_id}", err=True)
+            final = client.wait(job_id, timeout=timeout, on_event=lambda event: _echo_event(event, err=True))
+    except HM2BPError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if wait:
+            typer.echo(_summary(job_id, None, str(exc)))
+        raise typer.Exit(CLIENT_ERROR_EXIT) from None
+    typer.echo(_summary(job_id, final))
+    raise typer.Exit(EXIT_BY_STATE[final["state"]])
+
+
+def status(job: JobArgument, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Print the job's record (state, progress, metrics, error...) as JSON."""
+    with _session(url, token) as client:
+        typer.echo(json.dumps(client.job(job), indent=2))
+
+
+def logs(
+    job: JobArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow progress and logs until the job ends; "
+                                         "exit 0/1/2 for succeeded/failed/cancelled")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print the job's log; with -f, follow it to the end.
+
+    -f prints state changes, progress and log lines as they happen and ends at the final state
+    (exit 0 succeeded, 1 failed, 2 cancelled).
+    """
+    with _session(url, token) as client:
+        if not follow:
+            for line in client.logs(job):
+                typer.echo(line["message"])
+            return
+        for event in client.events(job):
+            _echo_event(event, err=False)
+        state = client.job(job)["state"]
+    raise typer.Exit(EXIT_BY_STATE[state])
+
+
+def cancel(job: JobArgument, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Cancel the job; prints {"id", "state"} (cancelling while the run stops)."""
+    with _session(url, token) as client:
+        record = client.cancel(job)
+    typer.echo(json.dumps({"id": record["id"], "state": record["state"]}))
+
+
+def download(
+    job: JobArgument,
+    out: Annotated[Optional[Path], typer.Option(help="folder to write into (default: ./JOB)")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download the job's artifacts (model.safetensors, spec.json, metrics.json); prints each path."""
+    with _session(url, token) as client:
+        for path in client.download(job, out or Path(job)):
+            typer.echo(str(path))
+
+
+def datasets_upload(
+    file: Annotated[Path, typer.Argument(help=".npz (x_train, y_train, x_test, y_test) or a zip of IDX files")],
+    name: Annotated[Optional[str], typer.Option(help="dataset name (default: the file name)")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload a dataset; prints its record (its id is what `submit --data` takes)."""
+    with _session(url, token) as client:
+        typer.echo(json.dumps(client.upload_dataset(file, name=name), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to ``app`` (the ``hm2bp`` command)."""
+    for command in (submit, status, logs, cancel, download):
+        app.command()(command)
+    datasets_app = typer.Typer(no_args_is_help=True, help="Upload datasets to the service.")
+    datasets_app.command("upload")(datasets_upload)
+    app.add_typer(datasets_app, name="datasets")

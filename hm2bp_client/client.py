@@ -1,0 +1,235 @@
+"""``Client``: the hm2bp service's HTTP API (``/v1``, see ARCHITECTURE.md) from Python.
+
+Records are returned as the server's JSON objects (dicts): a job is ``{id, name, state, dataset,
+spec, progress, metrics, error, attempts, ...}``, an event ``{id, type, at, data}``. Every failure
+raises an ``HM2BPError`` whose message is the server's own sentence where there is one.
+
+Following a job (``events``, ``wait``) reads its server-sent events; a dropped or silent
+connection is reopened with ``?after=`` the last event id, so no event is lost or repeated.
+``wait`` falls back to polling the job when no event stream can be had.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import httpx_sse
+
+from .config import resolve
+from .errors import APIError, HM2BPError, ServiceUnreachable, StreamUnavailable, WaitTimeout
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+STREAM_IDLE_SECONDS = 45.0  # the server sends a keep-alive comment every 15 s; longer silence is a dead link
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # between attempts to reopen a stream; reset by each event
+UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)  # the server vets the whole file before answering
+LOG_PAGE = 1000  # the server's largest page of log lines
+
+
+def is_final(event: Mapping[str, Any]) -> bool:
+    """The event is the job's last: a ``state`` event with a terminal state."""
+    return event["type"] == "state" and event["data"].get("state") in TERMINAL_STATES
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Raise ``APIError`` carrying the server's error body for a 4xx/5xx answer."""
+    if response.is_success:
+        return
+    response.read()
+    try:
+        body = response.json()
+        detail, errors = str(body.get("detail")), body.get("errors")
+    except (ValueError, AttributeError):  # not our JSON error body (a proxy's page, say)
+        detail, errors = response.text.strip()[:300] or response.reason_phrase, None
+    raise APIError(response.status_code, detail, errors if isinstance(errors, list) else None)
+
+
+class Client:
+    """One user's session with the service. URL and token: the arguments, else ``HM2BP_URL`` /
+    ``HM2BP_TOKEN``, else ``~/.config/hm2bp/config.toml`` (see ``hm2bp_client.config``)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
+        config = resolve(url, token)
+        self.url = config.url
+        self._http = httpx.Client(base_url=config.url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {config.token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _unreachable(self, exc: httpx.TransportError) -> ServiceUnreachable:
+        return ServiceUnreachable(f"cannot reach the hm2bp service at {self.url}: {exc or type(exc).__name__}")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        _raise_for_status(response)
+        return response
+
+    @contextmanager
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed answer, its status already checked."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                _raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    # -- datasets and jobs ----------------------------------------------------------------------
+
+    def upload_dataset(self, path: str | Path, name: str | None = None, format: str | None = None) -> dict[str, Any]:
+        """Upload a dataset file (``.npz``, or a zip of IDX files); returns its record (the earlier
+        record when the same file was uploaded before). ``format`` is detected when omitted."""
+        path = Path(path)
+        fields = {key: value for key, value in (("name", name), ("format", format)) if value}
+        try:
+            with path.open("rb") as handle:
+                return self._request("POST", "/v1/datasets", files={"file": (path.name, handle)}, data=fields,
+                                     timeout=UPLOAD_TIMEOUT).json()
+        except OSError as exc:
+            raise HM2BPError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def submit(self, spec: Mapping[str, Any], dataset: str, name: str | None = None,
+               idempotency_key: str | None = None, webhook_url: str | None = None,
+               tags: list[str] | None = None) -> dict[str, Any]:
+        """Queue a job training ``spec`` (a spec mapping, as in a spec file) on ``dataset``
+        (``builtin:NAME`` or an uploaded dataset's id); returns the job record (state ``queued``).
+        Submitting again with the same ``idempotency_key`` returns the first job."""
+        body: dict[str, Any] = {"dataset": dataset, "spec": dict(spec)}
+        for key, value in (("name", name), ("webhook_url", webhook_url), ("tags", tags)):
+            if value:
+                body[key] = value
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job record now."""
+        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}").json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask the job to stop; returns its record (``cancelled`` at once if it was queued,
+        ``cancelling`` while a run stops, unchanged if it had ended)."""
+        return self._request("POST", f"/v1/jobs/{quote(job_id, safe='')}/cancel").json()
+
+    def logs(self, job_id: str) -> list[dict[str, Any]]:
+        """All the job's log lines so far, oldest first: ``{id, at, message}``."""
+        lines: list[dict[str, Any]] = []
+        while True:
+            page = self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/logs",
+                                 params={"after": lines[-1]["id"] if lines else 0, "limit": LOG_PAGE}).json()["items"]
+            lines += page
+            if len(page) < LOG_PAGE:
+                return lines
+
+    def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
+        """Write each of the job's artifacts (model.safetensors, spec.json, metrics.json, ...) into
+        ``out_dir`` (created if needed); returns the paths written. A file appears only once whole."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        job_path = f"/v1/jobs/{quote(job_id, safe='')}"
+        written = []
+        for item in self._request("GET", f"{job_path}/artifacts").json()["items"]:
+            name = item["name"]
+            if name in ("", ".", "..") or Path(name).name != name:
+                raise HM2BPError(f"the server listed an artifact with an unsafe name: {name!r}")
+            target, partial = out / name, out / f"{name}.part"
+            with self._stream("GET", f"{job_path}/artifacts/{quote(name, safe='')}") as response, \
+                    partial.open("wb") as handle:
+                try:
+                    for block in response.iter_bytes(1 << 20):
+                        handle.write(block)
+                except httpx.TransportError as exc:
+                    raise self._unreachable(exc) from None
+            partial.replace(target)
+            written.append(target)
+        return written
+
+    # -- following a job ------------------------------------------------------------------------
+
+    def events(self, job_id: str, after: int | None = None) -> Iterator[dict[str, Any]]:
+        """The job's events with id > ``after`` (all when None): history, then live, ending with
+        the final ``state`` event (at once if that lies at or before ``after``). Reconnects with
+        ``?after=`` on a dropped connection; ``StreamUnavailable`` when it cannot."""
+        return self._follow(job_id, after or 0, deadline=None)
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_event: Callable[[dict[str, Any]], None] | None = None, poll_seconds: float = 2.0) -> dict[str, Any]:
+        """Block until the job ends and return its final record; ``on_event`` sees each event
+        from the first. ``WaitTimeout`` after ``timeout`` seconds. Without an event stream it
+        polls the job every ``poll_seconds`` (``on_event`` then sees nothing)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event in self._follow(job_id, 0, deadline):
+                if on_event is not None:
+                    on_event(event)
+                if is_final(event):
+                    return self.job(job_id)
+                self._check_deadline(job_id, deadline)
+        except StreamUnavailable:
+            pass
+        while True:
+            job = self.job(job_id)
+            if job["state"] in TERMINAL_STATES:
+                return job
+            self._check_deadline(job_id, deadline)
+            time.sleep(poll_seconds if deadline is None else max(0.0, min(poll_seconds, deadline - time.monotonic())))
+
+    @staticmethod
+    def _check_deadline(job_id: str, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(f"job {job_id} has not ended within the time allowed")
+
+    def _follow(self, job_id: str, after: int, deadline: float | None) -> Iterator[dict[str, Any]]:
+        failures = 0
+        while True:
+            received = 0
+            try:
+                for event in self._stream_once(job_id, after, deadline):
+                    received += 1
+                    failures = 0
+                    after = event["id"]
+                    yield event
+                    if is_final(event):
+                        return
+                if not received and self.job(job_id)["state"] in TERMINAL_STATES:
+                    return  # the final event lies at or before the cursor
+                reason = "the server closed the stream before the final state"
+            except httpx.TransportError as exc:
+                reason = str(exc) or type(exc).__name__
+            self._check_deadline(job_id, deadline)
+            if failures == len(RECONNECT_DELAYS):
+                raise StreamUnavailable(f"lost the event stream of job {job_id} {failures + 1} times in a row: {reason}")
+            pause = RECONNECT_DELAYS[failures]
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+            failures += 1
+
+    def _stream_once(self, job_id: str, after: int, deadline: float | None) -> Iterator[dict[str, Any]]:
+        """One connection to the job's SSE endpoint; yields its event envelopes."""
+        idle = STREAM_IDLE_SECONDS if deadline is None else min(STREAM_IDLE_SECONDS, max(deadline - time.monotonic(), 0.1))
+        timeout = httpx.Timeout(self._http.timeout.connect, read=idle)
+        with httpx_sse.connect_sse(self._http, "GET", f"/v1/jobs/{quote(job_id, safe='')}/events",
+                                   params={"after": after}, timeout=timeout) as source:
+            _raise_for_status(source.response)
+            try:
+                for message in source.iter_sse():
+                    if message.data:
+                        yield json.loads(message.data)
+            except httpx_sse.SSEError as exc:
+                raise StreamUnavailable(f"{self.url} sent no event stream for job {job_id}: {exc}") from None
