@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import redis
 
-from .harness import (CLAIM_KEY, HM2BP, MAX_UPLOAD_BYTES, REDIS_HOST, REDIS_PORT, REPO, START_SECONDS, Service,
-                      free_port, postgres_schema, stop)
+from .harness import (CLAIM_KEY, REDIS_HOST, REDIS_PORT, Service, create_tokens, free_port, postgres_schema,
+                      service_env, start_api, start_worker, stop, wait_api, wait_worker)
 
 
 @pytest.fixture(scope="session")
@@ -46,48 +42,19 @@ def redis_db():
 def service(request, tmp_path_factory, redis_db):
     backend = request.param
     data_dir = tmp_path_factory.mktemp(f"service-{backend}")
-    env = {
-        **os.environ,
-        "HM2BP_DATA_DIR": str(data_dir),
-        "HM2BP_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db()}",
-        "HM2BP_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-        "HM2BP_LEASE_SECONDS": "10",
-        "HM2BP_SWEEP_SECONDS": "2",
-        "HM2BP_CANCEL_GRACE_SECONDS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = service_env(data_dir, f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db()}")
     database = contextlib.ExitStack()
     if backend == "postgresql":
         env["HM2BP_DATABASE_URL"] = database.enter_context(postgres_schema())
-    else:
-        env.pop("HM2BP_DATABASE_URL", None)
-    tokens = {}
-    for user in ("alice", "bob"):
-        made = subprocess.run([HM2BP, "token", "create", "--user", user], env=env, cwd=REPO,
-                              capture_output=True, text=True, check=True)
-        tokens[user] = made.stdout.strip().splitlines()[-1]
+    tokens = create_tokens(env)
     port = free_port()
     logs = {"api": data_dir / "api.log", "worker": data_dir / "worker.log"}
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=REPO, stdout=open(logs["api"], "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu", "-c", "1",
-         "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, cwd=REPO, stdout=open(logs["worker"], "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    api = start_api(env, port, logs["api"])
+    worker = start_worker(env, logs["worker"])
     svc = Service(f"http://127.0.0.1:{port}", data_dir, env, tokens, logs)
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200 and "ready." in logs["worker"].read_text():
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None or worker.poll() is not None:
-                raise RuntimeError(f"service did not start:\n{logs['api'].read_text()[-3000:]}\n"
-                                   f"{logs['worker'].read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_api(svc.url, api, logs["api"])
+        wait_worker(worker, logs["worker"])
         yield svc
     finally:
         for client in svc.clients:

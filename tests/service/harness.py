@@ -53,6 +53,70 @@ def stop(process: subprocess.Popen, seconds: float = 10) -> None:
             pass
 
 
+def service_env(data_dir: Path, redis_url: str, **settings: str) -> dict[str, str]:
+    """The environment of the service's processes: HM2BP_* settings (``lease_seconds="3"`` ->
+    HM2BP_LEASE_SECONDS=3) over the defaults of the service tests."""
+    env = {
+        **os.environ,
+        "HM2BP_DATA_DIR": str(data_dir),
+        "HM2BP_REDIS_URL": redis_url,
+        "HM2BP_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "HM2BP_LEASE_SECONDS": "10",
+        "HM2BP_SWEEP_SECONDS": "2",
+        "HM2BP_CANCEL_GRACE_SECONDS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("HM2BP_DATABASE_URL", None)
+    env.update({f"HM2BP_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
+
+
+def create_tokens(env: dict[str, str], users: tuple[str, ...] = ("alice", "bob")) -> dict[str, str]:
+    tokens = {}
+    for user in users:
+        made = subprocess.run([HM2BP, "token", "create", "--user", user], env=env, cwd=REPO,
+                              capture_output=True, text=True, check=True)
+        tokens[user] = made.stdout.strip().splitlines()[-1]
+    return tokens
+
+
+def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    """uvicorn serving the API on 127.0.0.1:port, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_worker(env: dict[str, str], log: Path, name: str = "worker") -> subprocess.Popen:
+    """A Celery worker (one pool process) named ``name@host``, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu", "-c", "1",
+         "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_api(url: str, process: subprocess.Popen, log: Path, seconds: float = START_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def wait_worker(process: subprocess.Popen, log: Path, seconds: float = START_SECONDS, start: int = 0) -> None:
+    """Until the worker logs "ready." (after byte ``start`` of its log)."""
+    deadline = time.monotonic() + seconds
+    while "ready." not in log.read_text()[start:]:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 @dataclass
 class Service:
     """A running API + worker; ``client(user)`` is an httpx client with that user's token."""
@@ -82,8 +146,8 @@ class Service:
             if job["state"] in states:
                 return job
             if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} still {job['state']} after {seconds} s; worker log:\n"
-                                     + self.logs["worker"].read_text()[-3000:])
+                raise AssertionError(f"job {job_id} still {job['state']} after {seconds} s; worker logs:\n" + "\n".join(
+                    path.read_text()[-3000:] for name, path in self.logs.items() if "worker" in name and path.exists()))
             time.sleep(0.2)
 
 
@@ -106,3 +170,108 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port (never the machine's), without
+    persistence: a restart loses everything in it, as a crash of an unconfigured Redis does."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = folder, port or free_port()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: everything in memory is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def kill_tree(process: subprocess.Popen) -> list[int]:
+    """SIGKILL a process and all its descendants at once (a worker and its training child, which
+    runs in a session of its own, so the process group alone would miss it); their pids."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        victims = []
+    for victim in victims:
+        try:
+            victim.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+    psutil.wait_procs(victims, timeout=5)
+    return [victim.pid for victim in victims]
+
+
+class Cluster:
+    """A whole service of the test's own, each part started and stopped at will: its own Redis,
+    one API (restartable on the same port), any number of Celery workers; SQLite under ``root``.
+    ``service`` is the ``Service`` handle the service tests use (tokens of alice and bob)."""
+
+    def __init__(self, root: Path, **settings: str):
+        self.root = root
+        self.redis = RedisServer(root / "redis").start()
+        self.env = service_env(root, self.redis.url, **settings)
+        self.port = free_port()
+        self.api: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.logs = {"api": root / "api.log", "worker": root / "worker.log"}
+        self.service = Service(f"http://127.0.0.1:{self.port}", root, self.env, create_tokens(self.env), self.logs)
+
+    def start_api(self) -> None:
+        self.api = start_api(self.env, self.port, self.logs["api"])
+        wait_api(self.service.url, self.api, self.logs["api"])
+
+    def kill_api(self) -> None:
+        if self.api is not None:
+            kill_tree(self.api)
+            self.api = None
+
+    def add_worker(self, name: str, wait: bool = True) -> subprocess.Popen:
+        log = self.logs.setdefault(f"worker-{name}", self.root / f"worker-{name}.log")
+        start = log.stat().st_size if log.exists() else 0
+        worker = self.workers[name] = start_worker(self.env, log, name)
+        if wait:
+            wait_worker(worker, log, start=start)
+        return worker
+
+    def worker_logs(self, tail: int = 3000) -> str:
+        return "\n".join(f"--- {name}\n{path.read_text()[-tail:]}" for name, path in self.logs.items()
+                         if name.startswith("worker-") and path.exists())
+
+    def close(self) -> None:
+        for client in self.service.clients:
+            client.close()
+        for worker in self.workers.values():
+            if worker.poll() is None:
+                kill_tree(worker)  # with its training child, which a graceful stop could leave behind
+        if self.api is not None:
+            stop(self.api)
+        self.redis.kill()

@@ -1,0 +1,1 @@
+"""Fault tests: real workers killed, real API and Redis restarted in the middle of a run."""
