@@ -1,0 +1,1 @@
+"""Browser tests of the dashboard (headless Debian Chromium through Playwright)."""
