@@ -25,8 +25,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from worker.artifacts import UnsafePath, safe_relative_path
 from worker.settings import Settings
 
-FORMATS = ("npz", "idx")
-SUFFIX = {"npz": ".npz", "idx": ".zip"}
+FORMATS = ("npz", "idx", "nmnist")
+SUFFIX = {"npz": ".npz", "idx": ".zip", "nmnist": ".zip"}
 MULTIPART_OVERHEAD = 64 * 1024  # headers and the small fields besides the file
 MAX_FIELD_BYTES = 1024
 
@@ -154,13 +154,14 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
 
 
 def inspect_archive(path: Path, settings: Settings, declared: str | None) -> str:
-    """Vet the archive's members (nothing is extracted) and return its format, ``npz`` or ``idx``."""
+    """Vet the archive's members (nothing is extracted) and return its format: ``npz`` (only .npy
+    members), ``nmnist`` (N-MNIST event files: .bin members) or ``idx`` (anything else)."""
     if declared is not None and declared not in FORMATS:
         raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
                              f"format must be one of {list(FORMATS)}, got {declared!r}", "format")
     if not zipfile.is_zipfile(path):
         raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                             "unknown dataset format: expected an .npz file or a zip of IDX files")
+                             "unknown dataset format: expected an .npz file, or a zip of IDX or N-MNIST .bin files")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -189,4 +190,8 @@ def inspect_archive(path: Path, settings: Settings, declared: str | None) -> str
     files = [m.filename for m in members if not m.is_dir()]
     if declared is not None:
         return declared
-    return "npz" if files and all(name.endswith(".npy") for name in files) else "idx"
+    if files and all(name.endswith(".npy") for name in files):
+        return "npz"
+    if any(name.lower().endswith(".bin") for name in files):
+        return "nmnist"
+    return "idx"

@@ -29,7 +29,7 @@ class Dataset(BaseModel):
 
     id: str = Field(description="ds_... for uploads, builtin:NAME for built-ins")
     name: str
-    format: str = Field(description="npz, idx or builtin")
+    format: str = Field(description="npz, idx, nmnist or builtin")
     kind: str = Field(description="image or spikes")
     num_samples: int
     num_train: int

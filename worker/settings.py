@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 << 30, gt=0, description="largest dataset upload (413 beyond)")
     max_uncompressed_bytes: int = Field(8 << 30, gt=0, description="largest total size of an archive's members")
     max_archive_members: int = Field(100_000, gt=0, description="most members an uploaded archive may hold")
+    max_classes: int = Field(10_000, gt=1, description="most classes an uploaded dataset may have (422 beyond)")
     max_compression_ratio: float = Field(200.0, gt=1, description="largest size/compressed ratio of a member")
     lease_seconds: float = Field(30.0, gt=0, description="a running job's lease; renewed every lease_seconds/6")
     max_attempts: int = Field(3, ge=1, description="deliveries of one job before a platform fault fails it")

@@ -33,9 +33,10 @@ UPLOAD_BODY = {
             "type": "object", "required": ["file"],
             "properties": {
                 "file": {"type": "string", "format": "binary",
-                         "description": ".npz (x_train, y_train, x_test, y_test) or a zip of IDX files"},
+                         "description": ".npz (x_train, y_train, x_test, y_test), a zip of IDX files or a zip of "
+                                        "N-MNIST .bin files (Train|Test/<class>/*.bin)"},
                 "name": {"type": "string", "maxLength": 256},
-                "format": {"type": "string", "enum": ["npz", "idx"], "description": "detected when omitted"},
+                "format": {"type": "string", "enum": ["npz", "idx", "nmnist"], "description": "detected when omitted"},
             },
         }}},
     }
@@ -73,6 +74,10 @@ async def upload_dataset(request: Request, response: Response, user: UserDep, se
         except DatasetError as exc:
             message = str(exc).replace(str(staged), upload.filename or "the upload")
             raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid dataset: {message}") from None
+        if dataset.num_classes > settings.max_classes:
+            raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                 f"invalid dataset: its labels make {dataset.num_classes} classes, more than the limit "
+                                 f"of {settings.max_classes}")
         name = (upload.fields.get("name") or FilePath(upload.filename or "dataset").stem)[:256]
         key = f"datasets/{upload.sha256}{SUFFIX[fmt]}"
         if not await asyncio.to_thread(services.artifacts.exists, key):
