@@ -4,7 +4,8 @@
 Every command takes ``--url`` and ``--token`` (else ``HM2BP_URL`` / ``HM2BP_TOKEN``, else
 ``~/.config/hm2bp/config.toml``). Results go to stdout as JSON, progress to stderr. Exit codes of
 the commands that follow a job to its end (``submit --wait``, ``logs -f``): 0 succeeded, 1 failed,
-2 cancelled; every command exits 3 on a client or network error, with the reason on stderr.
+2 cancelled; every command exits 3 on a client or network error, with the reason on stderr, and
+130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import HM2BPError
 
 EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "cancelled": 2}
 CLIENT_ERROR_EXIT = 3
+INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 
 UrlOption = Annotated[Optional[str], typer.Option(
     "--url", help="service URL (default: HM2BP_URL, the config file, http://127.0.0.1:8000)", show_default=False)]
@@ -39,6 +41,8 @@ def _session(url: str | None, token: str | None) -> Iterator[Client]:
     except HM2BPError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(CLIENT_ERROR_EXIT) from None
+    except KeyboardInterrupt:  # not click's exit code 1, which would read as "failed"
+        raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 def read_spec(path: Path) -> dict[str, Any]:
@@ -124,6 +128,8 @@ def submit(
         if wait:
             typer.echo(_summary(job_id, None, str(exc)))
         raise typer.Exit(CLIENT_ERROR_EXIT) from None
+    except KeyboardInterrupt:  # the job goes on; not click's exit code 1, which would read as "failed"
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     typer.echo(_summary(job_id, final))
     raise typer.Exit(EXIT_BY_STATE[final["state"]])
 

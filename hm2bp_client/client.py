@@ -150,13 +150,14 @@ class Client:
             if name in ("", ".", "..") or Path(name).name != name:
                 raise HM2BPError(f"the server listed an artifact with an unsafe name: {name!r}")
             target, partial = out / name, out / f"{name}.part"
-            with self._stream("GET", f"{job_path}/artifacts/{quote(name, safe='')}") as response, \
-                    partial.open("wb") as handle:
-                try:
+            try:
+                with self._stream("GET", f"{job_path}/artifacts/{quote(name, safe='')}") as response, \
+                        partial.open("wb") as handle:
                     for block in response.iter_bytes(1 << 20):
                         handle.write(block)
-                except httpx.TransportError as exc:
-                    raise self._unreachable(exc) from None
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             partial.replace(target)
             written.append(target)
         return written
