@@ -28,21 +28,12 @@ if TYPE_CHECKING:
 MAX_SPIKES = 20_000
 
 
-def _predictions(trainer: Trainer, indices: np.ndarray) -> np.ndarray:
-    predicted = []
-    size = max(trainer.spec.training.batch_size, 64)
-    for start in range(0, len(indices), size):
-        result = trainer.net.run(trainer.encode("test", indices[start:start + size]))
-        predicted.append(predict(result.counts).cpu().numpy())
-    return np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64)
-
-
 def confusion_matrix(trainer: Trainer) -> dict[str, Any]:
     """The confusion matrix of the trained network on the trainer's test samples."""
     indices = trainer.test_indices
     classes = trainer.dataset.num_classes
     truth = trainer.dataset.labels("test", indices).numpy()
-    predicted = _predictions(trainer, indices)
+    predicted = trainer.predict("test", indices)
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return {"num_classes": classes, "samples": int(len(indices)),

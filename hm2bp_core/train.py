@@ -124,7 +124,8 @@ class Trainer:
         self.train_seconds = 0.0
 
     # ----------------------------------------------------------------- data
-    def _batch_inputs(self, split: str, indices: np.ndarray) -> torch.Tensor:
+    def encode(self, split: str, indices: np.ndarray) -> torch.Tensor:
+        """Spike trains (T x B x D) of samples of ``split``, exactly as training and evaluation see them."""
         data = self.dataset.inputs(split, indices)
         if self.dataset.kind == "spikes":
             return data.to(self.device)
@@ -141,10 +142,6 @@ class Trainer:
         return rate_encode(data.to(self.device), keys, seed=self.spec.training.seed, split=split,
                            time_steps=enc.time_steps, max_rate=enc.max_rate)
 
-    def encode(self, split: str, indices: np.ndarray) -> torch.Tensor:
-        """Spike trains (T x B x D) of samples of ``split``, exactly as training and evaluation see them."""
-        return self._batch_inputs(split, indices)
-
     def _shuffle(self) -> None:
         mode = self.spec.hm2bp.shuffle
         n = len(self.order)
@@ -156,17 +153,20 @@ class Trainer:
                 self.order[a], self.order[b] = self.order[b], self.order[a]
 
     # ----------------------------------------------------------- evaluation
-    def evaluate(self, split: str, indices: np.ndarray) -> float:
-        """Accuracy (argmax of output counts) on ``indices`` of ``split``."""
-        if len(indices) == 0:
-            return float("nan")
-        correct = 0
+    def predict(self, split: str, indices: np.ndarray) -> np.ndarray:
+        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``."""
+        predicted = [np.zeros(0, dtype=np.int64)]
         size = max(self.spec.training.batch_size, 64)
         for start in range(0, len(indices), size):
-            chunk = indices[start:start + size]
-            result = self.net.run(self._batch_inputs(split, chunk))
-            correct += int((predict(result.counts).cpu() == self.dataset.labels(split, chunk)).sum())
-        return correct / len(indices)
+            result = self.net.run(self.encode(split, indices[start:start + size]))
+            predicted.append(predict(result.counts).cpu().numpy())
+        return np.concatenate(predicted)
+
+    def evaluate(self, split: str, indices: np.ndarray) -> float:
+        """Accuracy on ``indices`` of ``split``."""
+        if len(indices) == 0:
+            return float("nan")
+        return float((self.predict(split, indices) == self.dataset.labels(split, indices).numpy()).mean())
 
     # ------------------------------------------------------------- training
     def _train_epoch(self) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class Trainer:
             chunk = self.order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = self.dataset.labels("train", chunk).to(self.device)
             weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
-            result = self.net.run(self._batch_inputs("train", chunk), labels, weights)
+            result = self.net.run(self.encode("train", chunk), labels, weights)
             for param, grad in zip(self.net.parameters, result.gradients):
                 param.grad = grad
             self.optimizer.step()
