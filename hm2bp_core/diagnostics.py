@@ -33,7 +33,9 @@ def confusion_matrix(trainer: Trainer) -> dict[str, Any]:
     indices = trainer.test_indices
     classes = trainer.dataset.num_classes
     truth = trainer.dataset.labels("test", indices).numpy()
-    predicted = trainer.predict("test", indices)
+    predicted = trainer.test_predictions
+    if predicted is None or len(predicted) != len(indices):
+        predicted = trainer.predict("test", indices)
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return {"num_classes": classes, "samples": int(len(indices)),

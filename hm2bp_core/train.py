@@ -119,6 +119,7 @@ class Trainer:
         self.order = indices.copy()
         self.boost = np.ones(len(dataset.x_train), dtype=np.float64)
         self.test_indices = np.arange(min(len(dataset.x_test), cfg.max_test_samples or len(dataset.x_test)))
+        self.test_predictions: np.ndarray | None = None  # of the last evaluation of the test set
         self.epoch = 0  # epochs finished
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
@@ -163,10 +164,13 @@ class Trainer:
         return np.concatenate(predicted)
 
     def evaluate(self, split: str, indices: np.ndarray) -> float:
-        """Accuracy on ``indices`` of ``split``."""
+        """Accuracy on ``indices`` of ``split``; the test set's predictions are kept in ``test_predictions``."""
         if len(indices) == 0:
             return float("nan")
-        return float((self.predict(split, indices) == self.dataset.labels(split, indices).numpy()).mean())
+        predicted = self.predict(split, indices)
+        if split == "test" and indices is self.test_indices:
+            self.test_predictions = predicted
+        return float((predicted == self.dataset.labels(split, indices).numpy()).mean())
 
     # ------------------------------------------------------------- training
     def _train_epoch(self) -> dict[str, Any]:
