@@ -18,7 +18,7 @@ from worker.store import migrate
 
 from . import errors
 from .metrics import RequestMetrics, make_registry
-from .routes import dashboard, datasets, health, jobs, session, spec, streams
+from .routes import dashboard, datasets, health, jobs, session, spec, streams, sweeps, webhooks, workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.registry = make_registry(services.store)
     errors.install(app)
-    for module in (health, session, spec, datasets, jobs, streams, dashboard):
+    for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, dashboard):
         app.include_router(module.router)
     app.mount("/static", dashboard.static_files, name="static")
     if settings.allowed_origins:  # closed by default: only the listed origins' pages may call the API

@@ -1,5 +1,5 @@
 """The ``hm2bp`` command: the core's ``train`` and ``evaluate`` plus the service commands
-``serve`` and ``token create|revoke``, registered here so the core stays free of service imports."""
+``serve``, ``worker`` and ``token create|revoke``, registered here so the core stays free of service imports."""
 
 from __future__ import annotations
 
@@ -35,6 +35,35 @@ def serve(
     from .embedded import serve as run_service
 
     run_service(host, port, data_dir)
+
+
+@app.command()
+def worker(
+    queue: Annotated[list[str], typer.Option("--queue", "-Q", help="queue to take jobs from: gpu (CUDA jobs) or cpu "
+                                             "(jobs whose spec asks for the CPU); repeat for both")] = ["gpu"],
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs trained at once (one per GPU; keep 1 per worker)")] = 1,
+    name: Annotated[Optional[str], typer.Option(help="node name, NAME@HOST (default: hm2bp-PID@HOST); %h is the host")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Start a worker against the configured broker, database and artifact store (HM2BP_REDIS_URL,
+    HM2BP_DATABASE_URL, HM2BP_ARTIFACTS_URL). It trains jobs from its queues, sweeps expired leases,
+    sends webhooks, and announces itself and its device in GET /v1/workers. Stop it with SIGTERM:
+    a job it was training is re-queued and resumes from its last checkpoint elsewhere."""
+    from worker.celery_app import QUEUES
+
+    queues = sorted({q.strip() for option in queue for q in option.split(",") if q.strip()})
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown or not queues:
+        typer.echo(f"error: unknown queue {', '.join(unknown) or '(none)'}; the queues are {', '.join(QUEUES)}", err=True)
+        raise typer.Exit(code=2)
+    from worker.celery_app import app as celery_app
+    from worker.settings import get_settings
+    from worker.store import migrate
+
+    migrate(get_settings().sqlalchemy_url)  # a no-op when the schema is current; a fresh database works at once
+    celery_app.worker_main(["worker", "-Q", ",".join(queues), "--concurrency", str(concurrency),
+                            "-n", name or f"hm2bp-{os.getpid()}@%h", "-l", loglevel,
+                            "--without-gossip", "--without-mingle"])
 
 
 @token_app.command("create")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, UrlConstraints
 
 from hm2bp_core.spec import TrainingSpec
 
 JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048), Field(
+    description="http(s) URL that receives a signed POST when the job ends (see GET /v1/webhook-secret)")]
 
 
 class ErrorItem(BaseModel):
@@ -52,7 +54,7 @@ class JobCreate(BaseModel):
     spec: TrainingSpec = Field(default_factory=TrainingSpec, description="the training spec (paper defaults when omitted)")
     name: str | None = Field(None, max_length=256)
     tags: list[str] = Field(default_factory=list, max_length=32)
-    webhook_url: AnyHttpUrl | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 class JobError(BaseModel):
@@ -76,6 +78,9 @@ class Job(BaseModel):
     error: JobError | None
     attempts: int
     cancel_requested: bool
+    webhook_url: str | None = None
+    sweep_id: str | None = Field(None, description="the sweep that created the job")
+    sweep_params: dict[str, Any] | None = Field(None, description="the job's grid point in its sweep")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -143,3 +148,106 @@ class Session(BaseModel):
 class SpecDefaults(BaseModel):
     defaults: dict[str, Any] = Field(description="TrainingSpec() resolved: the paper's defaults")
     json_schema: dict[str, Any] = Field(description="the spec's JSON schema (types, enums, bounds, descriptions)")
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="the key of the HMAC-SHA256 in X-HM2BP-Signature of your webhook deliveries")
+    signature: str = Field("X-HM2BP-Signature: sha256=hex(HMAC-SHA256(secret, X-HM2BP-Timestamp + '.' + body))",
+                           description="how deliveries are signed (hm2bp_client.verify_webhook checks them)")
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="also sent as X-HM2BP-Delivery; the same on every retry")
+    event: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="the receiver's HTTP status on the last attempt")
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="when a pending delivery is tried again")
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDelivery]
+
+
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=64, description="builtin:NAME or an uploaded dataset's id")
+    spec: TrainingSpec = Field(default_factory=TrainingSpec, description="the base spec every point starts from")
+    grid: dict[Annotated[str, Field(min_length=1, max_length=128)],
+               Annotated[list[JsonValue], Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=16,
+        description='spec field path -> values, e.g. {"training.lr": [1e-3, 5e-4], "network.layers[0].units": '
+                    '[400, 800]}; one job per combination')
+    name: str | None = Field(None, max_length=256)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    webhook_url: WebhookUrl | None = None
+
+
+class SweepJob(BaseModel):
+    id: str
+    name: str
+    state: JobState
+    params: dict[str, Any] = Field(description="this job's grid point: field path -> value")
+    best_test_accuracy: float | None
+
+
+class SweepBest(BaseModel):
+    job_id: str
+    params: dict[str, Any]
+    best_test_accuracy: float
+
+
+class Sweep(BaseModel):
+    id: str
+    name: str
+    dataset: str
+    spec: dict[str, Any] = Field(description="the resolved base spec")
+    grid: dict[str, list[Any]]
+    state: Literal["active", "done"] = Field(description="done once every job has ended")
+    counts: dict[str, int] = Field(description="jobs by state")
+    jobs: list[SweepJob] = Field(description="one per grid point, in grid order")
+    best: SweepBest | None = Field(description="once done: the succeeded job with the best test accuracy")
+    created_at: datetime
+
+
+class SweepPage(BaseModel):
+    items: list[Sweep]
+    total: int
+    limit: int
+    offset: int
+
+
+class WorkerDevice(BaseModel):
+    kind: Literal["cuda", "cpu"]
+    name: str = Field(description="GPU or CPU model")
+    memory_bytes: int | None = Field(None, description="memory of the first GPU")
+    count: int | None = Field(None, description="GPUs visible to the worker")
+    cores: int | None = Field(None, description="CPU cores, for a CPU worker")
+
+
+class WorkerJob(BaseModel):
+    id: str | None = Field(description="the job's id when it is the caller's, else null")
+    state: JobState
+
+
+class Worker(BaseModel):
+    name: str = Field(description="Celery node name, NAME@HOST")
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    device: WorkerDevice | None = Field(description="null until the worker has probed its device")
+    started_at: datetime
+    last_seen: datetime
+    jobs: list[WorkerJob] = Field(description="the jobs it is running now")
+
+
+class WorkerList(BaseModel):
+    items: list[Worker]

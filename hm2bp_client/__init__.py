@@ -5,10 +5,14 @@
         job = hm2bp.submit(spec, "builtin:digits")
         done = hm2bp.wait(job["id"])             # follows the event stream to the final state
         hm2bp.download(job["id"], "runs/" + job["id"])
+        sweep = hm2bp.wait_sweep(hm2bp.submit_sweep(spec, "builtin:digits", {"training.lr": [1e-3, 5e-4]})["id"])
+
+A webhook receiver checks each delivery with ``verify_webhook(secret, headers, body)``.
 """
 
 from .client import TERMINAL_STATES, Client, is_final
 from .errors import APIError, ConfigError, HM2BPError, ServiceUnreachable, StreamUnavailable, WaitTimeout
+from .webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = ["APIError", "Client", "ConfigError", "HM2BPError", "ServiceUnreachable", "StreamUnavailable",
-           "TERMINAL_STATES", "WaitTimeout", "is_final"]
+           "TERMINAL_STATES", "WaitTimeout", "WebhookVerificationError", "is_final", "sign_webhook", "verify_webhook"]

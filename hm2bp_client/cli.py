@@ -1,5 +1,6 @@
-"""Client commands of ``hm2bp``: ``submit``, ``status``, ``logs``, ``cancel``, ``download`` and
-``datasets upload``, registered on the main app by ``register`` (called from ``api.cli``).
+"""Client commands of ``hm2bp``: ``submit``, ``status``, ``logs``, ``cancel``, ``download``,
+``datasets upload``, ``sweep``, ``workers`` and ``webhook-secret``, registered on the main app by
+``register`` (called from ``api.cli``).
 
 Every command takes ``--url`` and ``--token`` (else ``HM2BP_URL`` / ``HM2BP_TOKEN``, else
 ``~/.config/hm2bp/config.toml``). Results go to stdout as JSON, progress to stderr. Exit codes of
@@ -193,10 +194,107 @@ def datasets_upload(
         typer.echo(json.dumps(client.upload_dataset(file, name=name), indent=2))
 
 
+def parse_grid(options: list[str]) -> dict[str, list[Any]]:
+    """``["training.lr=1e-3,5e-4", "network.layers[0].units=[400, 800]"]`` -> the grid mapping.
+    Each value is read as JSON where it is JSON (numbers, true, null, "text") and as text
+    otherwise; a value list in brackets is read as one JSON list."""
+    grid: dict[str, list[Any]] = {}
+    for option in options:
+        key, sep, values = option.partition("=")
+        key, values = key.strip(), values.strip()
+        if not sep or not key or not values:
+            raise HM2BPError(f"--grid {option!r}: expected FIELD=V1,V2,... (e.g. training.lr=1e-3,5e-4)")
+        if values.startswith("["):
+            try:
+                parsed = json.loads(values)
+            except ValueError as exc:
+                raise HM2BPError(f"--grid {option!r}: the bracketed values are not a JSON list: {exc}") from None
+            if not isinstance(parsed, list) or not parsed:
+                raise HM2BPError(f"--grid {option!r}: expected a non-empty JSON list")
+        else:
+            parsed = [_grid_value(item.strip()) for item in values.split(",")]
+        if key in grid:
+            raise HM2BPError(f"--grid {key} is given twice")
+        grid[key] = parsed
+    if not grid:
+        raise HM2BPError("give at least one --grid FIELD=V1,V2,...")
+    return grid
+
+
+def _grid_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _sweep_summary(record: dict[str, Any]) -> str:
+    """The last line of ``sweep --wait``: ``{"id", "state", "counts", "best"}``."""
+    return json.dumps({key: record.get(key) for key in ("id", "state", "counts", "best")})
+
+
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="base training spec file (JSON or YAML)")],
+    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), or a local file to upload")],
+    grid: Annotated[list[str], typer.Option("--grid", help="FIELD=V1,V2,... (repeat for more fields; every "
+                                            "combination is one job), e.g. training.lr=1e-3,5e-4")],
+    wait: Annotated[bool, typer.Option("--wait", help="wait for every job; exit 0 all succeeded, 1 one failed, "
+                                       "2 one was cancelled")] = False,
+    name: Annotated[Optional[str], typer.Option(help="sweep name")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Submit a grid sweep: one job per combination of the --grid values over the base spec.
+
+    Prints the sweep record as JSON. With --wait it reports progress on stderr and ends with one
+    JSON line {"id", "state", "counts", "best"} (best: the job with the best test accuracy);
+    exit 0 when every job succeeded, 1 when one failed, 2 when one was cancelled, 3 client error.
+    """
+    with _session(url, token) as client:
+        body = read_spec(spec)
+        points = parse_grid(grid)
+        dataset = data
+        if not data.startswith("builtin:") and Path(data).is_file():
+            dataset = client.upload_dataset(data)["id"]
+            typer.echo(f"uploaded {data} as {dataset}", err=True)
+        record = client.submit_sweep(body, dataset, points, name=name)
+        if not wait:
+            typer.echo(json.dumps(record, indent=2))
+            return
+        typer.echo(f"submitted sweep {record['id']}: {len(record['jobs'])} jobs", err=True)
+
+        def show(update: dict[str, Any]) -> None:
+            typer.echo("jobs: " + ", ".join(f"{count} {state}" for state, count in sorted(update["counts"].items())),
+                       err=True)
+
+        final = client.wait_sweep(record["id"], timeout=timeout, on_change=show)
+    typer.echo(_sweep_summary(final))
+    counts = final["counts"]
+    raise typer.Exit(1 if counts.get("failed") else 2 if counts.get("cancelled") else 0)
+
+
+def workers(url: UrlOption = None, token: TokenOption = None) -> None:
+    """List the live workers as JSON: name, host, queues, device and the jobs they run."""
+    with _session(url, token) as client:
+        typer.echo(json.dumps(client.workers(), indent=2))
+
+
+def webhook_secret(
+    rotate: Annotated[bool, typer.Option("--rotate", help="replace the secret with a new one")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print the secret that signs your webhook deliveries (hm2bp_client.verify_webhook checks them)."""
+    with _session(url, token) as client:
+        typer.echo(client.rotate_webhook_secret() if rotate else client.webhook_secret())
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app`` (the ``hm2bp`` command)."""
-    for command in (submit, status, logs, cancel, download):
+    for command in (submit, status, logs, cancel, download, sweep, workers):
         app.command()(command)
+    app.command("webhook-secret")(webhook_secret)
     datasets_app = typer.Typer(no_args_is_help=True, help="Upload datasets to the service.")
     datasets_app.command("upload")(datasets_upload)
     app.add_typer(datasets_app, name="datasets")

@@ -162,6 +162,64 @@ class Client:
             written.append(target)
         return written
 
+    # -- sweeps, webhooks, workers ----------------------------------------------------------------
+
+    def submit_sweep(self, spec: Mapping[str, Any], dataset: str, grid: Mapping[str, list[Any]],
+                     name: str | None = None, webhook_url: str | None = None,
+                     tags: list[str] | None = None) -> dict[str, Any]:
+        """Queue one job per point of ``grid`` (field path -> values, e.g. ``{"training.lr": [1e-3,
+        5e-4]}``) over the base ``spec``; returns the sweep record ``{id, state, counts, jobs, best, ...}``."""
+        body: dict[str, Any] = {"dataset": dataset, "spec": dict(spec), "grid": {k: list(v) for k, v in grid.items()}}
+        for key, value in (("name", name), ("webhook_url", webhook_url), ("tags", tags)):
+            if value:
+                body[key] = value
+        return self._request("POST", "/v1/sweeps", json=body).json()
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep now: its jobs' states and accuracies, and ``best`` once every job has ended."""
+        return self._request("GET", f"/v1/sweeps/{quote(sweep_id, safe='')}").json()
+
+    def sweeps(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The caller's sweeps, newest first."""
+        return self._request("GET", "/v1/sweeps", params={"limit": limit, "offset": offset}).json()["items"]
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel every job of the sweep that has not ended; returns the sweep record."""
+        return self._request("POST", f"/v1/sweeps/{quote(sweep_id, safe='')}/cancel").json()
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll_seconds: float = 2.0,
+                   on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until every job of the sweep has ended; the final record (with ``best``).
+        ``on_change`` sees the record whenever its job counts change. ``WaitTimeout`` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            record = self.sweep(sweep_id)
+            if on_change is not None and record["counts"] != seen:
+                seen = record["counts"]
+                on_change(record)
+            if record["state"] == "done":
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"sweep {sweep_id} has not ended within the time allowed")
+            time.sleep(poll_seconds if deadline is None else max(0.0, min(poll_seconds, deadline - time.monotonic())))
+
+    def webhook_secret(self) -> str:
+        """The secret that signs your webhook deliveries (check them with ``verify_webhook``)."""
+        return self._request("GET", "/v1/webhook-secret").json()["secret"]
+
+    def rotate_webhook_secret(self) -> str:
+        """Replace the webhook secret; returns the new one."""
+        return self._request("POST", "/v1/webhook-secret/rotate").json()["secret"]
+
+    def webhook_deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries: ``{id, event, url, state, attempts, last_status, ...}``."""
+        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/webhooks").json()["items"]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The live workers: ``{name, host, queues, device, jobs, last_seen, ...}``."""
+        return self._request("GET", "/v1/workers").json()["items"]
+
     # -- following a job ------------------------------------------------------------------------
 
     def events(self, job_id: str, after: int | None = None) -> Iterator[dict[str, Any]]:

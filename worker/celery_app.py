@@ -6,10 +6,13 @@ process; the lease in the job row (``worker.supervisor``) makes a duplicate deli
 and the sweeper (``worker.sweeper``, started with the worker) re-queues jobs whose worker was
 lost, so the broker's visibility timeout is set above the longest job and never relied on.
 
-Start a worker: ``celery -A worker.celery_app worker -Q gpu,cpu -c 1`` (one per GPU).
+Start a worker: ``hm2bp worker --queue gpu`` (or ``celery -A worker.celery_app worker -Q gpu,cpu -c 1``),
+one per GPU.
 """
 
 from __future__ import annotations
+
+import os
 
 from celery import Celery, signals
 from kombu import Queue
@@ -68,13 +71,32 @@ def _fresh_services(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(sender: object = None, **_: object) -> None:
+    """The worker's main process also sweeps expired leases, sends due webhooks and announces
+    itself (``GET /v1/workers``), each in a thread of its own."""
+    from .presence import start_heartbeat
+    from .services import get_services
     from .sweeper import start_sweeper
+    from .webhooks import start_webhook_sender
 
     start_sweeper()
+    start_webhook_sender(get_services())
+    settings = get_settings()
+    try:
+        queues = sorted(queue.name for queue in sender.task_consumer.queues)
+        concurrency = sender.controller.concurrency
+        name = sender.hostname
+    except AttributeError:
+        queues, concurrency, name = sorted(QUEUES), 1, f"celery@{os.uname().nodename}"
+    start_heartbeat(settings.redis_client_url, settings.redis_prefix, name, queues, concurrency,
+                    settings.worker_heartbeat_seconds)
 
 
 @signals.worker_shutdown.connect
 def _stop_sweeper(sender: object = None, **_: object) -> None:
+    from .presence import stop_heartbeat
     from .sweeper import stop_sweeper
+    from .webhooks import stop_webhook_sender
 
     stop_sweeper()
+    stop_webhook_sender()
+    stop_heartbeat()

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from .artifacts import ArtifactStore
 from .events import EventBus
+from .presence import WorkerRegistry
 from .settings import Settings, get_settings
 from .store import JobStore
 
@@ -17,15 +18,18 @@ class Services:
     store: JobStore
     bus: EventBus
     artifacts: ArtifactStore
+    workers: WorkerRegistry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":
         store = JobStore.from_url(settings.sqlalchemy_url)
         bus = EventBus(store, settings.redis_client_url, settings.redis_prefix, settings.stream_maxlen)
-        return cls(settings, store, bus, ArtifactStore(settings.artifacts_root))
+        return cls(settings, store, bus, ArtifactStore(settings.artifacts_root),
+                   WorkerRegistry(settings.redis_client_url, settings.redis_prefix))
 
     def close(self) -> None:
         self.bus.close()
+        self.workers.close()
         self.store.engine.dispose()
 
 

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins (https://lab.example.org) whose pages may call the API and open "
         "its streams; empty: none but the API's own (CORS closed)")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long a webhook receiver may take to answer")
+    webhook_backoff_seconds: float = Field(10.0, gt=0, description="wait before a failed webhook's first retry; "
+                                           "doubled after each further failure (at most an hour)")
+    webhook_max_attempts: int = Field(8, ge=1, description="attempts of one webhook delivery before it is given up")
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="how often each worker looks for due webhooks")
+    max_sweep_points: int = Field(100, ge=1, description="most jobs one sweep may create (422 beyond)")
+    worker_heartbeat_seconds: float = Field(10.0, gt=0, description="how often a worker renews its entry in "
+                                            "GET /v1/workers; it drops out after three missed beats")
     raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
                                 "(rasters.json, for the dashboard's raster plot); 0: none")
 

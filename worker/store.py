@@ -9,6 +9,7 @@ The schema is created by the Alembic migrations in ``worker/migrations`` (``migr
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def new_webhook_secret() -> str:
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
 
@@ -78,6 +86,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # signs the user's webhook deliveries (HMAC-SHA256); kept in clear because signing needs it
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True, default=new_webhook_secret)
 
 
 class Token(Base):
@@ -134,6 +144,8 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    sweep_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -171,6 +183,42 @@ class JobEpoch(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Sweep(Base):
+    """A grid sweep: one job per point of ``grid`` over the base ``spec`` (jobs.sweep_id)."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    dataset: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+PENDING, DELIVERED = "pending", "delivered"
+
+
+class WebhookDelivery(Base):
+    """One webhook notification of a job's terminal state (an outbox row written in the same
+    transaction as the state): ``body`` is the exact JSON sent on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_event"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -440,7 +488,26 @@ class JobStore:
             data = {"state": to_state, "reason": reason}
             if "error" in fields:
                 data["error"] = fields["error"]
+            if to_state in TERMINAL:
+                self._add_webhook(session, job_id)
             return self._append_event(session, job_id, "state", data)
+
+    @staticmethod
+    def _add_webhook(session: Session, job_id: str) -> None:
+        """The outbox row of a job's terminal-state webhook, in the transaction that ends the job
+        (so there is exactly one per terminal state, and none is lost if the process dies now)."""
+        job = session.get(Job, job_id)
+        if job is None or not job.webhook_url:
+            return
+        delivery_id, event = new_id("whd"), f"job.{job.state}"
+        body = {"id": delivery_id, "type": event, "created_at": utcnow().isoformat(), "job": {
+            "id": job.id, "name": job.name, "state": job.state, "dataset": job.dataset, "tags": job.tags,
+            "sweep_id": job.sweep_id, "metrics": job.metrics, "error": job.error, "attempts": job.attempts,
+            "created_at": job.created_at.isoformat() if job.created_at else None,
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None}}
+        session.add(WebhookDelivery(id=delivery_id, job_id=job.id, url=job.webhook_url, event=event,
+                                    body=json.dumps(body, separators=(",", ":")), state=PENDING))
 
     def acquire_lease(self, job_id: str, owner: str, seconds: float) -> Lease:
         """Take the job for ``owner``: a queued job, or a running one whose lease expired (its
@@ -555,3 +622,121 @@ class JobStore:
             )
             return [data.get("message", "") for data in reversed(list(rows))]
 
+
+    # ------------------------------------------------------------------ webhooks
+    def webhook_secret(self, user_id: int) -> str:
+        """The user's webhook signing secret (made now if the user has none yet)."""
+        with self.writing() as session:
+            user = session.get(User, user_id)
+            if user.webhook_secret is None:
+                user.webhook_secret = new_webhook_secret()
+            return user.webhook_secret
+
+    def rotate_webhook_secret(self, user_id: int) -> str:
+        """A new secret; deliveries from now on (retries included) are signed with it."""
+        with self.writing() as session:
+            user = session.get(User, user_id)
+            user.webhook_secret = new_webhook_secret()
+            return user.webhook_secret
+
+    def due_webhooks(self, limit: int = 20) -> list[WebhookDelivery]:
+        with self.reading() as session:
+            return list(session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= utcnow())
+                .order_by(WebhookDelivery.next_attempt_at).limit(limit)
+            ))
+
+    def claim_webhook(self, delivery_id: str, hold_seconds: float) -> tuple[WebhookDelivery, str] | None:
+        """Take a due delivery for one attempt (counted now; not due again for ``hold_seconds``,
+        so a sender that dies mid-attempt only delays it): the delivery and the secret that signs
+        it, or None when another process took it first."""
+        now = utcnow()
+        with self.writing() as session:
+            taken = session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == PENDING,
+                       WebhookDelivery.next_attempt_at <= now)
+                .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=hold_seconds))
+            ).rowcount
+            if not taken:
+                return None
+            delivery = session.get(WebhookDelivery, delivery_id)
+            secret = session.scalar(select(User.webhook_secret).join(Job, Job.user_id == User.id)
+                                    .where(Job.id == delivery.job_id))
+            if secret is None:
+                secret = new_webhook_secret()
+                session.execute(update(User).where(User.id == select(Job.user_id).where(Job.id == delivery.job_id)
+                                                   .scalar_subquery()).values(webhook_secret=secret))
+            return delivery, secret
+
+    def record_webhook_attempt(self, delivery_id: str, *, delivered: bool, status: int | None, error: str | None,
+                               retry_in: float | None) -> None:
+        """The outcome of an attempt: delivered; due again in ``retry_in`` seconds; or (None) failed for good."""
+        values: dict[str, Any] = {"last_status": status, "last_error": error}
+        if delivered:
+            values.update(state=DELIVERED, delivered_at=utcnow())
+        elif retry_in is None:
+            values.update(state=FAILED)
+        else:
+            values.update(next_attempt_at=utcnow() + timedelta(seconds=retry_in))
+        with self.writing() as session:
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        with self.reading() as session:
+            return list(session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.created_at)
+            ))
+
+    # ------------------------------------------------------------------ sweeps
+    def create_sweep(self, sweep: Sweep, jobs: list[Job]) -> Sweep:
+        """Insert the sweep and its queued jobs (with their first transitions and state events) at once."""
+        with self.writing() as session:
+            session.add(sweep)
+            session.flush()
+            now = utcnow()
+            for index, job in enumerate(jobs):  # created_at keeps grid order among the sweep's jobs
+                job.state, job.sweep_id, job.created_at = QUEUED, sweep.id, now + timedelta(microseconds=index)
+                session.add(job)
+            session.flush()
+            for job in jobs:
+                session.add(JobTransition(job_id=job.id, from_state=None, to_state=QUEUED, reason=f"submitted by sweep {sweep.id}"))
+                self._append_event(session, job.id, "state", {"state": QUEUED, "reason": f"submitted by sweep {sweep.id}"})
+        return sweep
+
+    def get_sweep(self, user_id: int, sweep_id: str) -> Sweep | None:
+        with self.reading() as session:
+            return session.scalar(select(Sweep).where(Sweep.user_id == user_id, Sweep.id == sweep_id))
+
+    def list_sweeps(self, user_id: int, limit: int, offset: int) -> tuple[list[Sweep], int]:
+        with self.reading() as session:
+            total = session.scalar(select(func.count()).select_from(Sweep).where(Sweep.user_id == user_id))
+            rows = session.scalars(select(Sweep).where(Sweep.user_id == user_id)
+                                   .order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset))
+            return list(rows), int(total or 0)
+
+    def sweep_jobs(self, sweep_ids: list[str]) -> dict[str, list[Job]]:
+        """The jobs of each sweep, in the order they were made (grid order)."""
+        found: dict[str, list[Job]] = {sweep_id: [] for sweep_id in sweep_ids}
+        if not sweep_ids:
+            return found
+        with self.reading() as session:
+            for job in session.scalars(select(Job).where(Job.sweep_id.in_(sweep_ids)).order_by(Job.created_at, Job.id)):
+                found[job.sweep_id].append(job)
+        return found
+
+    # ------------------------------------------------------------------ workers
+    def jobs_run_by(self, worker_names: list[str]) -> dict[str, list[Job]]:
+        """The running (or cancelling) jobs leased by each Celery worker (lease owners are
+        ``NAME:pid:task``)."""
+        found: dict[str, list[Job]] = {name: [] for name in worker_names}
+        if not worker_names:
+            return found
+        with self.reading() as session:
+            jobs = session.scalars(select(Job).where(Job.state.in_((RUNNING, CANCELLING)), or_(
+                *[Job.lease_owner.startswith(f"{name}:", autoescape=True) for name in worker_names])))
+            for job in jobs:
+                name = (job.lease_owner or "").rsplit(":", 2)[0]
+                if name in found:
+                    found[name].append(job)
+        return found

@@ -53,7 +53,7 @@ def _builtin_stand_in(meta: schemas.Dataset) -> Dataset:
                    source=meta.id)
 
 
-def _dataset_for_fit(ref: str, user_id: int, services: Services) -> Dataset:
+def dataset_for_fit(ref: str, user_id: int, services: Services) -> Dataset:
     if ref.startswith(BUILTIN_PREFIX):
         if ref not in BUILTINS:
             raise not_found("dataset", ref)
@@ -72,7 +72,7 @@ def submit_job(body: schemas.JobCreate, response: Response, user: UserDep, servi
     returns the first job (200); the same key with a different body is a 422."""
     spec = body.spec
     try:
-        dataset = _dataset_for_fit(body.dataset, user.id, services)
+        dataset = dataset_for_fit(body.dataset, user.id, services)
     except DatasetError as exc:
         return unprocessable(f"dataset {body.dataset!r} cannot be loaded: {exc}", "dataset")
     try:
