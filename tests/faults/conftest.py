@@ -14,9 +14,10 @@ from service.harness import TINY_SPEC, Cluster
 LEASE_SECONDS = "5"  # renewed every 5/6 s; generous for a loaded 2-core machine
 SWEEP_SECONDS = "0.5"
 
-# 4 epochs of about two seconds each on one CPU thread, with a progress event every second
+# 4 epochs of about three seconds each on one CPU thread, with a progress event every second
+# (an epoch must last well over a second for a progress event to land inside it)
 FAULT_SPEC = copy.deepcopy(TINY_SPEC)
-FAULT_SPEC["encoding"]["time_steps"] = 150
+FAULT_SPEC["encoding"]["time_steps"] = 250
 FAULT_SPEC["training"].update(epochs=4, batch_size=8, max_train_samples=1000, max_test_samples=100, seed=7)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -64,9 +64,12 @@ def test_api_restart_streams_resume_without_gap_or_duplicate(cluster):
         with pytest.raises((ConnectionClosed, TimeoutError)):
             while True:
                 ws_events.append(json.loads(ws.recv(timeout=10)))
-        with pytest.raises(httpx.TransportError):
+        try:
             for sse in sse_iter:
                 sse_events.append(sse.json())
+            raise AssertionError("the event stream ended without an error")
+        except (httpx.TransportError, json.JSONDecodeError):
+            pass  # the connection broke (an event cut in half is dropped, as EventSource does)
     assert ws_events and sse_events
     cluster.start_api()  # the same port
 
