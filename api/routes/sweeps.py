@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import re
 from typing import Annotated, Any
 
@@ -110,6 +111,16 @@ def _field_for(loc: tuple | list, grid_parts: dict[str, list[str | int]]) -> str
     return f"spec.{field_path(loc)}"
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination, the last key varying fastest."""
     keys = list(grid)
@@ -146,7 +157,9 @@ def create_sweep(body: schemas.SweepCreate, user: UserDep, services: ServicesDep
         return unprocessable(f"the grid has {points} points; at most {settings.max_sweep_points} are allowed", "grid")
     base = body.spec.to_dict()
     grid_parts: dict[str, list[str | int]] = {}
-    for key in body.grid:
+    for key, values in body.grid.items():
+        if not all(_finite(value) for value in values):
+            return unprocessable(f"{key!r}: the values must be finite (JSON has no NaN or infinity)", f"grid.{key}")
         try:
             grid_parts[key] = normalized(parse_path(key), base)
         except BadPath as exc:

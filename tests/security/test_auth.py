@@ -55,7 +55,7 @@ def routes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def owned(secured):
-    """Alice's finished job (with artifacts) and uploaded dataset; a worker runs the job, then goes."""
+    """Alice's finished job (with artifacts), uploaded dataset and a sweep; a worker runs the job, then goes."""
     client = secured.service.client("alice")
     rng = np.random.default_rng(3)
     data = npz_bytes(x_train=rng.random((20, 4, 4)), y_train=np.arange(20) % 2, x_test=rng.random((6, 4, 4)),
@@ -70,7 +70,10 @@ def owned(secured):
         assert secured.service.wait_for(job["id"], {"succeeded", "failed", "cancelled"}, 120)["state"] == "succeeded"
     finally:
         kill_tree(worker)
-    return {"job_id": job["id"], "dataset_id": dataset.json()["id"], "name": "model.safetensors"}
+    sweep = client.post("/v1/sweeps", json={"dataset": "builtin:digits", "spec": spec, "grid": {"training.seed": [1]}})
+    assert sweep.status_code == 201, sweep.text  # no worker now: its job stays queued
+    return {"job_id": job["id"], "dataset_id": dataset.json()["id"], "name": "model.safetensors",
+            "sweep_id": sweep.json()["id"]}
 
 
 def concrete(path: str, owned: dict) -> str:
