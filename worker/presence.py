@@ -79,8 +79,13 @@ class WorkerRegistry:
 
     def live(self) -> list[dict[str, Any]]:
         keys = sorted(self._redis.scan_iter(match=worker_key(self.prefix, "*"), count=500))
-        values = self._redis.mget(keys) if keys else []
-        return [json.loads(value) for value in values if value is not None]
+        found = []
+        for value in self._redis.mget(keys) if keys else []:
+            try:
+                found.append(json.loads(value))
+            except (TypeError, ValueError):  # expired between SCAN and MGET, or not ours
+                continue
+        return found
 
     def close(self) -> None:
         self._redis.close()
@@ -136,7 +141,7 @@ def stop_heartbeat() -> None:
     global _running
     if _running is not None:
         _running.stopped.set()
-        _running.join(5)
+        _running.join(1)  # a beat in flight; not the device probe, which may take a while
         try:  # at once, even when the thread is still probing the device
             _running.registry.withdraw(_running.info["name"])
         except redis.RedisError:

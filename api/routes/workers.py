@@ -6,6 +6,7 @@ import asyncio
 
 import redis
 from fastapi import APIRouter, HTTPException, status
+from pydantic import ValidationError
 
 from .. import schemas
 from ..deps import ServicesDep, UserDep
@@ -23,10 +24,15 @@ async def list_workers(user: UserDep, services: ServicesDep) -> schemas.WorkerLi
         live = await asyncio.to_thread(services.workers.live)
     except redis.RedisError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the worker registry (Redis) is unreachable: {exc}")
-    running = await asyncio.to_thread(services.store.jobs_run_by, [w["name"] for w in live])
+    live = [info for info in live if isinstance(info, dict) and isinstance(info.get("name"), str)]
+    running = await asyncio.to_thread(services.store.jobs_run_by, [info["name"] for info in live])
     items = []
     for info in live:
         jobs = [schemas.WorkerJob(id=job.id if job.user_id == user.id else None, state=job.state)
                 for job in running.get(info["name"], [])]
-        items.append(schemas.Worker(**{k: v for k, v in info.items() if k in schemas.Worker.model_fields}, jobs=jobs))
+        try:
+            fields = {k: v for k, v in info.items() if k in schemas.Worker.model_fields and k != "jobs"}
+            items.append(schemas.Worker(**fields, jobs=jobs))
+        except (ValidationError, TypeError):  # an entry of another version's shape: not listed
+            continue
     return schemas.WorkerList(items=items)
