@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.harness import HM2BP, REPO, free_port, stop
+from service.harness import HM2BP, REPO, free_port, stop, wait_api
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,17 +61,10 @@ def dashboard(tmp_path_factory) -> Dashboard:
                              cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while True:
-            output = log.read_text()
-            found = re.search(r"token \(shown once\): (hm2bp_\S+)", output)
-            if found:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            assert serve.poll() is None and time.monotonic() < deadline, f"hm2bp serve did not start:\n{output[-3000:]}"
+        while not (found := re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text())):
+            assert serve.poll() is None and time.monotonic() < deadline, f"hm2bp serve did not start:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
+        wait_api(f"http://127.0.0.1:{port}", serve, log)
         yield Dashboard(f"http://127.0.0.1:{port}", found.group(1), log)
     finally:
         stop(serve, 30)
