@@ -64,6 +64,15 @@ def _stop_redis_server(server) -> None:
     server.pidfile = None
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when ``hm2bp serve`` dies, however it dies
+    (a SIGKILL of serve runs no cleanup, and the worker lives in its own process group)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 @contextmanager
 def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen]:
     """One worker process (its own process group), stopped warm, then killed after a grace period;
@@ -71,7 +80,7 @@ def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-c", "1",
          "-n", "hm2bp-embedded@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, start_new_session=True,
+        env=env, start_new_session=True, preexec_fn=_die_with_parent,
     )
     try:
         yield worker
@@ -86,6 +95,8 @@ def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen
 
 
 def serve(host: str, port: int, data_dir: str | None) -> None:
+    # SIGTERM during start-up unwinds like Ctrl-C, so the embedded Redis and the worker are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if data_dir is not None:
         os.environ["HM2BP_DATA_DIR"] = data_dir
     settings = Settings()
@@ -100,7 +111,9 @@ def serve(host: str, port: int, data_dir: str | None) -> None:
             print(f"hm2bp service: http://{shown}:{port}  (data in {settings.data_dir.resolve()}, redis {redis_url})",
                   flush=True)
             print(f"token (shown once): {token}", flush=True)
-            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+            # open streams must not hold a shutdown hostage: they resume from their last event id anyway
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
+                        timeout_graceful_shutdown=5)
 
 
 @contextmanager

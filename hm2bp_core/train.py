@@ -41,7 +41,7 @@ from .objective import predict
 from .spec import TrainingSpec
 
 Callback = Callable[[dict[str, Any]], None]
-PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at every epoch end)
+PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
 SHUFFLE_SWAPS = 5000  # the authors' cuMatrixVector::shuffle
 
 
@@ -219,7 +219,7 @@ class Trainer:
             if bar is not None:
                 bar.update(len(chunk))
             now = time.perf_counter()
-            if now - last_emit >= PROGRESS_SECONDS or step == steps - 1:
+            if step == 0 or now - last_emit >= PROGRESS_SECONDS or step == steps - 1:
                 last_emit = now
                 rate = seen / max(now - started, 1e-9)
                 remaining = (len(self.order) - seen) + (cfg.epochs - self.epoch - 1) * len(self.order)

@@ -18,7 +18,7 @@ SWEEP_SECONDS = "0.5"
 # (an epoch must last well over a second for a progress event to land inside it)
 FAULT_SPEC = copy.deepcopy(TINY_SPEC)
 FAULT_SPEC["encoding"]["time_steps"] = 250
-FAULT_SPEC["training"].update(epochs=4, batch_size=8, max_train_samples=1000, max_test_samples=100, seed=7)
+FAULT_SPEC["training"].update(epochs=4, batch_size=4, max_train_samples=1000, max_test_samples=100, seed=7)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 

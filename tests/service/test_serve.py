@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import httpx
+import psutil
 import redis
 
 from .harness import HM2BP, REPO, TINY_SPEC, free_port, stop
@@ -48,6 +49,8 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
         assert redis.Redis(unix_socket_path=socket_path).ping()
         client.close()
 
+        descendants = psutil.Process(serve.pid).children(recursive=True)  # worker, pool, Redis
+        assert len(descendants) >= 2
         os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
         serve.wait(30)
         assert serve.returncode == 0, log.read_text()
@@ -56,7 +59,8 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
             raise AssertionError("the embedded Redis outlived hm2bp serve")
         except (redis.ConnectionError, FileNotFoundError):
             pass
-        leftovers = subprocess.run(["pgrep", "-f", f"celery.*hm2bp-embedded|{tmp_path}"], capture_output=True, text=True)
-        assert leftovers.stdout.strip() == "", leftovers.stdout
+        # this serve's own processes only (other services may run on the machine)
+        _, alive = psutil.wait_procs(descendants, timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
     finally:
         stop(serve)
