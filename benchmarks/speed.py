@@ -174,7 +174,7 @@ def main() -> None:
     print("-" * len(header))
     base = {m: rows.get((m, args.steps[0])) for m in ("hm2bp", "snntorch")}
     for steps in args.steps:
-        h, b = rows.get((steps and "hm2bp", steps)), rows.get(("snntorch", steps))
+        h, b = rows.get(("hm2bp", steps)), rows.get(("snntorch", steps))
         cells = [f"{steps:>4} |"]
         for r in (h, b):
             cells.append(f"{r['samples_per_sec']:>11.1f} {r['peak_mib']:>8.0f} {r['step_mib']:>8.0f} |" if r else

@@ -356,6 +356,5 @@ class PoolLayer:
         ratio = torch.where(both, e / a_in.clamp(min=1), torch.ones_like(e))
         if not switches.ratio_fallbacks:
             ratio = torch.where(both, ratio, torch.zeros_like(e))
-        below = self._up(delta) / (self.size * self.size) * ratio
-        covered = self._up(torch.ones_like(delta))  # inputs outside every window get no error
-        return LayerGradient(weight=None, delta_below=below * covered)
+        below = self._up(delta) / (self.size * self.size) * ratio  # _up is 0 on inputs outside every window
+        return LayerGradient(weight=None, delta_below=below)

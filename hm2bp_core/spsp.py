@@ -138,7 +138,7 @@ def spike_weights(
     q_weights = torch.zeros_like(weights)
     if steps - sigma > 1:
         q_weights[..., 1 : steps - sigma] = weights[..., 1 + sigma :]
-    return q_weights if post.dtype == dtype else q_weights.to(torch.float32)
+    return q_weights
 
 
 def spsp(
