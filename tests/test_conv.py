@@ -122,6 +122,8 @@ def test_paper_cnn_is_a_few_lines_of_spec():
     assert [layer.units for layer in net.layers] == [15 * 24 * 24, 15 * 12 * 12, 40 * 8 * 8, 40 * 4 * 4, 300, 10]
     assert [tuple(p.shape) for p in net.parameters] == [(15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300)]
     assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (spec 4.2)
+    # one Adam step per sample, as the authors: its deep layers start silent and need many steps to wake
+    assert spec.training.batch_size == 1 and spec.training.lr == 1e-3
     g = torch.Generator().manual_seed(0)
     inputs = random_raster(60, 2, 784, 0.1, g, dtype=torch.float32)
     result = net.run(inputs, torch.tensor([3, 7]))
