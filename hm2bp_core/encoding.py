@@ -33,7 +33,7 @@ def rate_encode(
     """Spike raster T x B x D (bool, on ``intensity``'s device) for intensities B x D in [0, 1]."""
     batch, size = intensity.shape
     host = intensity.detach().to("cpu", torch.float32)
-    raster = torch.zeros(time_steps, batch, size, dtype=torch.bool)
+    raster = torch.zeros(batch, time_steps, size, dtype=torch.bool)  # sample-major while drawing
     generator = torch.Generator()
     for b, index in enumerate(indices):
         active = torch.nonzero(host[b] > 0).flatten()
@@ -41,5 +41,5 @@ def rate_encode(
             continue
         generator.manual_seed(sample_seed(seed, split, int(index)))
         draws = torch.rand(time_steps - 1, active.numel(), generator=generator)
-        raster[1:, b, active] = draws < host[b, active] * max_rate
-    return raster.to(intensity.device)
+        raster[b, 1:].index_copy_(1, active, draws < host[b, active] * max_rate)
+    return raster.transpose(0, 1).contiguous().to(intensity.device)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .neuron import LIFParameters, LIFState, lif_step_chunk
+from .kernels import for_tensor
+from .neuron import LIFParameters, LIFState, firing_threshold, lif_step_chunk
 from .spec import Hm2bp, Regularization
 from .spsp import spike_weights
 
@@ -37,6 +38,17 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 CHUNK_ROWS = 4096  # (steps x samples) of input current computed at once in the forward pass
 CHUNK_WEIGHTS = 4_000_000  # S-PSP weights (samples x neurons x steps) held at once in the backward pass
 SPARSE_BELOW = 0.15  # rasters sparser than this are multiplied as CSR matrices
+
+
+def as_bool(raster: torch.Tensor) -> torch.Tensor:
+    return raster if raster.dtype == torch.bool else raster > 0
+
+
+def spike_counts(raster: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Spikes per neuron of a T x B x N raster (B x N in ``dtype``); bool rasters are summed as bytes."""
+    if raster.dtype == torch.bool:
+        return raster.view(torch.uint8).sum(0, dtype=torch.int32).to(dtype)
+    return raster.sum(0).to(dtype)
 
 
 def spikes_times(raster: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -68,6 +80,7 @@ class LayerTrace:
 
     inputs: torch.Tensor
     spikes: torch.Tensor
+    weight_t: torch.Tensor | None = None  # dense layers on the CPU: W^T of this pass, reused by its backward
 
 
 @dataclass
@@ -83,10 +96,10 @@ def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch
     """
     if reg.lambda_ == 0 or reg.beta == 0:
         return torch.zeros_like(weight)
-    scaled = weight / reg.weight_limit
-    rows = scaled.reshape(scaled.shape[0], -1)
-    mean_sq = (rows * rows).mean(dim=1).view(-1, *([1] * (weight.dim() - 1)))
-    return reg.lambda_ * reg.beta * scaled * torch.exp(reg.beta * (mean_sq - 1.0))
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    mean_sq = torch.linalg.vector_norm(rows, dim=1).square() / (rows.shape[1] * reg.weight_limit**2)
+    factor = reg.lambda_ * reg.beta / reg.weight_limit * torch.exp(reg.beta * (mean_sq - 1.0))  # per row
+    return weight.detach() * factor.view(-1, *([1] * (weight.dim() - 1)))
 
 
 class SpikingLayer:
@@ -162,7 +175,8 @@ class SpikingLayer:
             part = slice(start, start + size)
             grad, below = self._backward_chunk(
                 trace.inputs[:, part], post[:, part], delta[part], switches,
-                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample)
+                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample,
+                trace.weight_t)
             grads.append(grad)
             belows.append(below)
         if per_sample:
@@ -171,7 +185,8 @@ class SpikingLayer:
             grad = torch.stack(grads).sum(0) / batch + exponential_penalty_grad(self.weight, self.regularization)
         return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
 
-    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
+    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
+                        weight_t=None):
         """(summed or per-sample gradient, delta_below) of a few samples."""
         nu = self.threshold
         dtype = self.weight.dtype
@@ -230,11 +245,46 @@ class SpikingLayer:
 
 
 class DenseLayer(SpikingLayer):
-    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2)."""
+    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2).
+
+    On the CPU both passes run in the compiled kernels of ``kernels/cpu.cpp``: the forward pass sums
+    the weight rows of the inputs that fire at each step straight into the LIF loop (no current
+    tensor), and the backward pass builds each sample's S-PSP matrix E from its input spikes and
+    applies the rules of the module docstring to it. Elsewhere (CUDA, no compiler) the tensor code
+    of :class:`SpikingLayer` computes the same.
+    """
 
     @property
     def units(self) -> int:
         return self.weight.shape[0]
+
+    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+        kernel = for_tensor(self.weight)
+        if kernel is None:
+            return super().forward(inputs)
+        state = LIFState.zeros(inputs.shape[1], self.units, self.weight.dtype, self.weight.device)
+        weight_t = self.weight.detach().T.contiguous()
+        spikes = kernel.dense_lif(
+            as_bool(inputs), weight_t, state.last_currents, state.last_spikes, state.v, state.x,
+            state.r, firing_threshold(self.threshold, self.strict_threshold), self.neuron.tau_m, self.neuron.tau_s,
+            self.neuron.refractory, self.lateral, 0)
+        return LayerTrace(inputs=inputs, spikes=spikes, weight_t=weight_t)
+
+    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
+                        weight_t=None):
+        kernel = for_tensor(self.weight)
+        if kernel is None:
+            return super()._backward_chunk(inputs, post, delta, switches, lateral_factor, need_delta_below,
+                                           per_sample)
+        dtype = self.weight.dtype
+        factor = torch.empty(0, dtype=dtype) if lateral_factor is None else lateral_factor.to(dtype)
+        grad, below = kernel.dense_backward(
+            as_bool(inputs), as_bool(post), self.weight.detach().T.contiguous() if weight_t is None else weight_t,
+            delta.to(dtype), factor, self.threshold,
+            self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory, switches.refractory_shift,
+            switches.psp_window, switches.side_effect, switches.ratio_fallbacks, switches.silent_post_spsp,
+            need_delta_below, per_sample)
+        return grad, below if need_delta_below else None
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
         """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""

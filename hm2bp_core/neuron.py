@@ -87,7 +87,7 @@ def _lif_loop(currents: torch.Tensor, prev_currents: torch.Tensor, prev_spikes: 
     """The loop of the module docstring over one chunk of steps; v, x, r are updated in place.
 
     Plain tensor code: the path on CUDA (where each line is one fused-enough kernel) and on a CPU
-    without a C++ compiler; ``kernels/lif.cpp`` is the same loop compiled for the CPU.
+    without a C++ compiler; ``lif_chunk`` of ``kernels/cpu.cpp`` is the same loop compiled for the CPU.
     """
     spikes = torch.zeros_like(currents)
     vv, xx, rr = v.clone(), x.clone(), r.clone()
@@ -115,15 +115,19 @@ def _lif_loop(currents: torch.Tensor, prev_currents: torch.Tensor, prev_spikes: 
     return spikes
 
 
+def firing_threshold(threshold: float, strict: bool) -> float:
+    """The value v must exceed: nu for conv layers (strict), nu - 1e-6 for the others (spec 1.2)."""
+    return threshold if strict else threshold - THRESHOLD_SLACK
+
+
 def lif_step_chunk(currents: torch.Tensor, state: LIFState, threshold: float, p: LIFParameters, *,
                    strict_threshold: bool = False, lateral_strength: float = 0.0) -> torch.Tensor:
     """Simulate the next ``currents.shape[0]`` steps from ``state`` (updated); returns their raster."""
-    from .kernels import load_lif
+    from .kernels import for_tensor
 
-    nu = threshold if strict_threshold else threshold - THRESHOLD_SLACK
     args = (currents, state.last_currents, state.last_spikes, state.v, state.x, state.r,
-            nu, p.tau_m, p.tau_s, p.refractory, lateral_strength, state.t)
-    kernel = load_lif() if currents.device.type == "cpu" else None
+            firing_threshold(threshold, strict_threshold), p.tau_m, p.tau_s, p.refractory, lateral_strength, state.t)
+    kernel = for_tensor(currents)
     spikes = kernel.lif_chunk(*args) if kernel is not None else _lif_loop(*args)
     state.last_currents = currents[-1]
     state.last_spikes = spikes[-1]

@@ -21,6 +21,9 @@ M(t) = sum_{p<=t} e^{-(t-p)/tau_m} and S(t) = sum_{p<=t} e^{-(t-p)/tau_s} of the
 (at t_k, at r_k - 1 for the reset, and at the window edge for the spikes older than W), then an
 anti-causal exponential filter turns coefficients on traces into weights on spikes. The window is
 exact: the old spikes are subtracted with the same kernel, so no pair is ever enumerated.
+On the CPU the compiled ``spike_weights`` of ``kernels/cpu.cpp`` does the same per post neuron
+(coefficients, then one backward sweep of both filters); the tensor code here is the CUDA path and
+the fallback.
 
 Special cases of the code (spec 2): a silent pre neuron gives e = 0 (no spikes); a silent post
 neuron with an active pre neuron gets e = ``silent_value`` (0.1), applied by :func:`spsp`.
@@ -89,6 +92,17 @@ def spike_weights(
     spike count. Pre spikes at t = 0 never count (the code's window starts at 1).
     Work is done on the list of post spikes only; the dense part is the final filter.
     """
+    from .kernels import for_tensor
+
+    kernel = for_tensor(post)
+    if kernel is not None:
+        return kernel.spike_weights(post if post.dtype == torch.bool else post > 0, post.dtype == torch.float64,
+                                    p.tau_m, p.tau_s, p.refractory, shift, window)
+    return _spike_weights_tensor(post, p, shift=shift, window=window)
+
+
+def _spike_weights_tensor(post: torch.Tensor, p: LIFParameters, *, shift: bool, window: bool) -> torch.Tensor:
+    """:func:`spike_weights` in tensor operations (CUDA, or a CPU without a C++ compiler)."""
     steps, batch, units = post.shape
     dtype = torch.float64 if post.dtype == torch.float64 else torch.float32
     sigma = p.refractory if shift else 0

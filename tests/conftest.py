@@ -10,6 +10,18 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist.npz"
 
 
+@pytest.fixture(params=["compiled", "tensor"])
+def core_path(request, monkeypatch):
+    """Run a test on the compiled CPU kernels and on the tensor code (the CUDA path) alike."""
+    from hm2bp_core import kernels
+
+    if request.param == "tensor":
+        monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
+    elif kernels.cpu_kernels() is None:
+        pytest.skip("no C++ compiler here: only the tensor code runs")
+    return request.param
+
+
 @pytest.fixture
 def lif():
     from hm2bp_core.neuron import LIFParameters

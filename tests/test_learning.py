@@ -25,7 +25,7 @@ def tiny_case(lif):
     return layer, LayerTrace(inputs=pre, spikes=post)
 
 
-def test_tiny_dense_case_of_the_spec(lif):
+def test_tiny_dense_case_of_the_spec(lif, core_path):
     layer, trace = tiny_case(lif)
     e = spsp(trace.inputs, trace.spikes, lif)
     assert torch.allclose(e[0], torch.tensor([[2.080023, 0.790903, 0.0], [0.1, 0.1, 0.0]], dtype=torch.float64), atol=1e-5)
@@ -60,7 +60,7 @@ def slow_dense_backward(pre, post, w, delta, nu, lif):
     return below, d[:, None] * e * (1 + s)[:, None]
 
 
-def test_dense_backward_matches_the_pseudocode_on_random_rasters(lif):
+def test_dense_backward_matches_the_pseudocode_on_random_rasters(lif, core_path):
     g = torch.Generator().manual_seed(5)
     pre = random_raster(300, 1, 9, 0.05, g)
     post = random_raster(300, 1, 6, 0.05, g, refractory=2)
@@ -84,7 +84,7 @@ def small_spec(**hm2bp):
 
 
 @pytest.mark.parametrize("switches", [{}, {"mode": "custom", "side_effect": False, "ratio_fallbacks": False}])
-def test_batch_gives_the_per_sample_gradients_of_batch_one(switches):
+def test_batch_gives_the_per_sample_gradients_of_batch_one(switches, core_path):
     torch.manual_seed(0)
     spec = small_spec(**switches)
     net = SpikingNetwork(spec, 20, seed=1)
@@ -103,6 +103,29 @@ def test_batch_gives_the_per_sample_gradients_of_batch_one(switches):
     for k, layer in enumerate(net.layers):
         expected = batch.gradients[k].mean(0) + exponential_penalty_grad(layer.weight, spec.training.regularization)
         assert torch.allclose(mean.gradients[k], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("switches", [{}, {"mode": "custom", "side_effect": False, "ratio_fallbacks": False,
+                                            "refractory_shift": False, "psp_window": False}])
+def test_compiled_network_gradients_equal_the_tensor_code(switches, monkeypatch):
+    """Both paths of a whole network (forward rasters, per-sample and mean gradients), float64."""
+    from hm2bp_core import kernels
+
+    if kernels.cpu_kernels() is None:
+        pytest.skip("no C++ compiler here: only the tensor code runs")
+    net = SpikingNetwork(small_spec(**switches), 20, seed=3)
+    for layer in net.layers:
+        layer.weight = torch.nn.Parameter(layer.weight.double())
+    g = torch.Generator().manual_seed(6)
+    inputs = random_raster(160, 4, 20, 0.08, g).bool()
+    labels = torch.tensor([0, 3, 2, 1])
+    compiled = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
+    monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
+    tensor = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
+    for a, b in zip(compiled, tensor):
+        assert torch.equal(a.counts, b.counts) and float(a.counts.sum()) > 0
+        for ga, gb in zip(a.gradients, b.gradients):
+            assert torch.allclose(ga, gb, atol=1e-10) and float(ga.abs().sum()) > 0
 
 
 def test_rate_relation_within_the_spec_bounds(lif):
@@ -141,7 +164,7 @@ def test_dummy_label_train():
     assert len(with_dummy_label_train(torch.zeros(540, 1, 2), torch.tensor([0]), 35.0)[:, 0, 0].nonzero()) == 35
 
 
-def test_lateral_factor_matches_the_formula(lif):
+def test_lateral_factor_matches_the_formula(lif, core_path):
     g = torch.Generator().manual_seed(11)
     spikes = random_raster(300, 2, 4, 0.04, g, refractory=2, dtype=torch.float64)
     spikes[:, 0, 3] = 0  # a silent neuron that is not the label

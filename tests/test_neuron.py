@@ -60,10 +60,10 @@ def test_no_spike_at_t0_and_refractory_gap(lif):
 @pytest.mark.parametrize("lateral", [0.0, 1.0])
 def test_compiled_kernel_equals_tensor_loop_and_chunking(lif, lateral):
     """The C++ kernel, the tensor loop and a chunked run give bit-identical rasters."""
-    from hm2bp_core.kernels import load_lif
+    from hm2bp_core.kernels import cpu_kernels
     from hm2bp_core.neuron import LIFState, _lif_loop, lif_step_chunk
 
-    kernel = load_lif()
+    kernel = cpu_kernels()
     if kernel is None:
         pytest.skip("no C++ compiler here: only the tensor loop runs")
     g = torch.Generator().manual_seed(9)
@@ -79,3 +79,30 @@ def test_compiled_kernel_equals_tensor_loop_and_chunking(lif, lateral):
     state = LIFState.zeros(3, 40, torch.float32, torch.device("cpu"))
     chunks = [lif_step_chunk(currents[a:a + 70], state, 3.0, lif, lateral_strength=lateral) for a in range(0, 300, 70)]
     assert torch.equal(torch.cat(chunks), compiled)
+
+
+@pytest.mark.parametrize("lateral", [0.0, 1.0])
+def test_event_driven_dense_forward_equals_currents_then_lif(lif, lateral):
+    """dense_lif (weight rows of the firing inputs summed per step) = W s_in products + the tensor loop."""
+    from hm2bp_core.kernels import cpu_kernels
+    from hm2bp_core.neuron import LIFState, _lif_loop
+
+    kernel = cpu_kernels()
+    if kernel is None:
+        pytest.skip("no C++ compiler here: only the tensor loop runs")
+    g = torch.Generator().manual_seed(4)
+    inputs = torch.rand(250, 3, 70, generator=g, dtype=torch.float64) < 0.05
+    weight = (torch.rand(12, 70, generator=g, dtype=torch.float64) * 2 - 1) * 3
+    currents = inputs.double() @ weight.T
+    zero = torch.zeros(3, 12, dtype=torch.float64)
+
+    def fresh():
+        return zero.clone(), zero.clone(), zero.clone(), zero.clone(), torch.zeros(3, 12, dtype=torch.int64)
+
+    expected = _lif_loop(currents, *fresh()[:2], *fresh()[2:], 2.0, 64.0, 8.0, 2, lateral, 0) > 0
+    state = LIFState.zeros(3, 12, torch.float64, torch.device("cpu"))
+    parts = []
+    for a in range(0, 250, 90):  # chunks carry the last step's current and spikes across
+        parts.append(kernel.dense_lif(inputs[a:a + 90], weight.T, state.last_currents, state.last_spikes,
+                                      state.v, state.x, state.r, 2.0, 64.0, 8.0, 2, lateral, a))
+    assert torch.equal(torch.cat(parts), expected) and int(expected.sum()) > 50

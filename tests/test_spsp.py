@@ -35,7 +35,7 @@ def test_restart_times(lif):
 
 @pytest.mark.parametrize("shift, window", [(True, True), (False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("steps, post_rate", [(120, 0.08), (900, 0.004)])
-def test_fast_equals_pair_loop_on_random_rasters(shift, window, steps, post_rate):
+def test_fast_equals_pair_loop_on_random_rasters(shift, window, steps, post_rate, core_path):
     """900 steps with sparse post spikes exercises the 4*tau_m window (gaps > 256 steps)."""
     p = LIFParameters(tau_m=64.0, tau_s=8.0, refractory=2)
     g = torch.Generator().manual_seed(steps)
