@@ -17,6 +17,7 @@ from worker.settings import Settings, get_settings
 from worker.store import migrate
 
 from . import errors
+from .deps import writer_limiter
 from .metrics import RequestMetrics, make_registry
 from .routes import dashboard, datasets, health, jobs, session, spec, streams, sweeps, webhooks, workers
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="hm2bp", version="1", lifespan=lifespan,
                   description="Training as a service for spiking neural networks (HM2-BP).")
     app.state.services = services
+    app.state.writer_limiter = writer_limiter(settings.sqlalchemy_url)
     app.state.registry = make_registry(services.store)
     errors.install(app)
     for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, dashboard):

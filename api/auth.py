@@ -20,6 +20,7 @@ import secrets
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from worker.store import JobStore, User
@@ -91,8 +92,10 @@ def unauthorized() -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
-    user = authenticate(request)
+async def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
+    # async, with the one blocking step (the token lookup) in the threadpool: a sync dependency
+    # would cost a thread hand-off of its own on every request
+    user = await run_in_threadpool(authenticate, request)
     if user is None:
         raise unauthorized()
     return user

@@ -12,8 +12,9 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from hm2bp_core.data import Dataset, DatasetError, load_dataset
 from hm2bp_core.train import check_fit
@@ -21,10 +22,10 @@ from worker.artifacts import UnsafePath, safe_relative_path
 from worker.celery_app import dispatch, queue_for
 from worker.datasets import BUILTIN_PREFIX, dataset_path
 from worker.services import Services, job_key
-from worker.store import STATES, IdempotencyConflict, Job, new_id
+from worker.store import STATES, IdempotencyConflict, Job, User, new_id
 
 from .. import schemas
-from ..deps import JobDep, ServicesDep, UserDep, not_found
+from ..deps import JobDep, ServicesDep, UserDep, not_found, writer_thread
 from ..errors import unprocessable
 from .datasets import BUILTINS
 
@@ -65,11 +66,16 @@ def dataset_for_fit(ref: str, user_id: int, services: Services) -> Dataset:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Job,
              responses={200: {"model": schemas.Job, "description": "replay of an earlier Idempotency-Key"}, **ERRORS})
-def submit_job(body: schemas.JobCreate, response: Response, user: UserDep, services: ServicesDep,
-               idempotency_key: Annotated[str | None, Header(max_length=256)] = None):
+async def submit_job(body: schemas.JobCreate, request: Request, response: Response, user: UserDep,
+                     services: ServicesDep, idempotency_key: Annotated[str | None, Header(max_length=256)] = None):
     """Queue a training job. The spec is validated (422 naming the field), the dataset must exist
     (404) and fit the network (422) before anything is queued. A repeated ``Idempotency-Key``
     returns the first job (200); the same key with a different body is a 422."""
+    return await writer_thread(request, _submit, body, response, user, services, idempotency_key)
+
+
+def _submit(body: schemas.JobCreate, response: Response, user: User, services: Services,
+            idempotency_key: str | None):
     spec = body.spec
     try:
         dataset = dataset_for_fit(body.dataset, user.id, services)
@@ -103,25 +109,25 @@ def submit_job(body: schemas.JobCreate, response: Response, user: UserDep, servi
 
 
 @router.get("", response_model=schemas.JobPage, responses=ERRORS)
-def list_jobs(user: UserDep, services: ServicesDep,
-              state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> schemas.JobPage:
+async def list_jobs(user: UserDep, services: ServicesDep,
+                    state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> schemas.JobPage:
     """The caller's jobs, newest first, optionally of one state."""
-    jobs, total = services.store.list_jobs(user.id, state, limit, offset)
+    jobs, total = await run_in_threadpool(services.store.list_jobs, user.id, state, limit, offset)
     return schemas.JobPage(items=[job_record(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=schemas.Job, responses=ERRORS)
-def get_job(job: JobDep) -> schemas.Job:
+async def get_job(job: JobDep) -> schemas.Job:
     return job_record(job)
 
 
 @router.post("/{job_id}/cancel", response_model=schemas.Job, responses=ERRORS)
-def cancel_job(job: JobDep, user: UserDep, services: ServicesDep) -> schemas.Job:
+async def cancel_job(job: JobDep, user: UserDep, services: ServicesDep, request: Request) -> schemas.Job:
     """Cancel: a queued job ends at once; a running one becomes ``cancelling`` and stops within
     seconds; a job that has ended is returned unchanged."""
-    return job_record(services.store.request_cancel(user.id, job.id))
+    return job_record(await writer_thread(request, services.store.request_cancel, user.id, job.id))
 
 
 @router.get("/{job_id}/metrics", response_model=schemas.Metrics, responses=ERRORS)
