@@ -30,11 +30,13 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     data_dir: Annotated[Optional[str], typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
+    workers: Annotated[int, typer.Option(min=1, envvar="HM2BP_API_WORKERS",
+                                         help="API processes (uvicorn workers) sharing the port")] = 1,
 ) -> None:
     """Run the training service: API, one worker, SQLite, and an embedded Redis unless HM2BP_REDIS_URL is set."""
     from .embedded import serve as run_service
 
-    run_service(host, port, data_dir)
+    run_service(host, port, data_dir, api_workers=workers)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from worker.store import JobStore, migrate
 from .auth import create_token
 
 WORKER_STOP_SECONDS = 10.0
+WORKER_NICENESS = 10  # added to the worker's (and so its training runs') nice value
 
 
 @contextmanager
@@ -64,13 +65,16 @@ def _stop_redis_server(server) -> None:
     server.pidfile = None
 
 
-def _die_with_parent() -> None:
+def _prepare_worker() -> None:
     """In the child, before exec: ask Linux to SIGTERM it when ``hm2bp serve`` dies, however it dies
-    (a SIGKILL of serve runs no cleanup, and the worker lives in its own process group)."""
+    (a SIGKILL of serve runs no cleanup, and the worker lives in its own process group); and lower
+    its CPU priority, so that a run training on this machine's CPU yields to the API (requests and
+    event streams stay fast) while it still gets every cycle the API leaves idle."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    os.nice(WORKER_NICENESS)
 
 
 @contextmanager
@@ -80,7 +84,7 @@ def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-c", "1",
          "-n", "hm2bp-embedded@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, start_new_session=True, preexec_fn=_die_with_parent,
+        env=env, start_new_session=True, preexec_fn=_prepare_worker,
     )
     try:
         yield worker
@@ -94,7 +98,7 @@ def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen
                 worker.wait()
 
 
-def serve(host: str, port: int, data_dir: str | None) -> None:
+def serve(host: str, port: int, data_dir: str | None, api_workers: int = 1) -> None:
     # SIGTERM during start-up unwinds like Ctrl-C, so the embedded Redis and the worker are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if data_dir is not None:
@@ -112,8 +116,10 @@ def serve(host: str, port: int, data_dir: str | None) -> None:
                   flush=True)
             print(f"token (shown once): {token}", flush=True)
             # open streams must not hold a shutdown hostage: they resume from their last event id anyway
+            # api_workers > 1: uvicorn forks that many API processes; each follows job streams from
+            # Redis and checks tokens in the database, so any of them can serve any request
             uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
-                        timeout_graceful_shutdown=5)
+                        timeout_graceful_shutdown=5, workers=api_workers)
 
 
 @contextmanager
