@@ -8,7 +8,7 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-# g++ builds the LIF kernel (torch's C++ extension loader); without it the slower tensor loop runs
+# g++ builds the CPU kernels (torch's C++ extension loader); without it the slower tensor code runs
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ \
  && rm -rf /var/lib/apt/lists/*

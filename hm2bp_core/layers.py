@@ -182,7 +182,8 @@ class SpikingLayer:
         if per_sample:
             grad = torch.cat(grads)
         else:
-            grad = torch.stack(grads).sum(0) / batch + exponential_penalty_grad(self.weight, self.regularization)
+            grad = (grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)).div_(batch)
+            grad += exponential_penalty_grad(self.weight, self.regularization)
         return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,

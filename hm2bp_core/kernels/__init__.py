@@ -5,8 +5,9 @@
 ``HM2BP_NO_EXTENSIONS=1``); callers then use the tensor code of :mod:`hm2bp_core.neuron`,
 :mod:`hm2bp_core.spsp` and :mod:`hm2bp_core.layers`, which computes the same results (the tests
 check both against each other). Each build lives in a folder named after the hash of the source and
-the torch version (under ``HM2BP_KERNEL_CACHE``, default ~/.cache/hm2bp/kernels), so checkouts
-with different sources never rebuild over each other, and each version is compiled once.
+the torch version and the CPU (it is compiled for the machine's instruction set), under
+``HM2BP_KERNEL_CACHE`` (default ~/.cache/hm2bp/kernels), so checkouts with different sources never
+rebuild over each other, and each version is compiled once per kind of machine.
 """
 
 from __future__ import annotations
@@ -15,9 +16,21 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def _cpu_key() -> bytes:
+    """What ``-march=native`` compiles for: the CPU's model and instruction-set flags (Linux), so
+    that a cache shared by different machines (a cluster's home directory) never mixes builds."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(wanted)) or [platform.machine(), platform.processor()]).encode()
 
 
 @functools.cache
@@ -29,12 +42,12 @@ def cpu_kernels():
         from torch.utils.cpp_extension import load
 
         source = Path(__file__).with_name("cpu.cpp")
-        digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + _cpu_key()).hexdigest()[:16]
         cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
         build = cache / f"cpu-{digest}"
         build.mkdir(parents=True, exist_ok=True)
-        return load("hm2bp_cpu", sources=[str(source)], extra_cflags=["-O3"], build_directory=str(build),
-                    verbose=False)
+        return load("hm2bp_cpu", sources=[str(source)], extra_cflags=["-O3", "-march=native"],
+                    build_directory=str(build), verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache: fall back, loudly
         log.warning("hm2bp: the C++ kernels could not be built (%s); using the (slower) tensor code", exc)
         return None

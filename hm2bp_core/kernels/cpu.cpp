@@ -93,39 +93,44 @@ void active_indices(const bool* row, int64_t n, std::vector<int64_t>& out) {
 struct PspParams {
   double tau_m, tau_s, scale;  // scale = c = 1 / (1 - tau_s / tau_m)
   int64_t refractory, shift, window;  // shift = T_ref or 0; window = 4 tau_m or -1 (none)
+  std::vector<double> decay_m, decay_s;  // decay_m[k + 1] = exp(-k / tau_m) for k = -1 .. T
+
+  double m(int64_t k) const { return decay_m[k + 1]; }
+  double s(int64_t k) const { return decay_s[k + 1]; }
 };
 
-// One post neuron's spike weights (spsp.spike_weights): out[t * stride] for t in [0, T).
-// times: its K spike steps, ascending. cm, cs: scratch of length T.
+// One post neuron's spike weights (spsp.spike_weights): out[t * stride] for t in [0, T), which the
+// caller has zeroed (t = 0, t >= T - shift and steps after the last spike stay 0).
+// times: its K >= 1 spike steps, ascending. cm, cs: scratch of length T.
 template <typename out_t>
 void neuron_spike_weights(const int64_t* times, int64_t K, int64_t T, const PspParams& p, double* cm, double* cs,
                           out_t* out, int64_t stride) {
-  std::fill(cm, cm + T, 0.0);
-  std::fill(cs, cs + T, 0.0);
-  const double em = std::exp(-1.0 / p.tau_m), es = std::exp(-1.0 / p.tau_s);
+  const int64_t last = times[K - 1];  // no coefficient lies after the last spike: Q is 0 there
+  std::fill(cm, cm + last + 1, 0.0);
+  std::fill(cs, cs + last + 1, 0.0);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t t = times[k];
-    const int64_t r = k ? times[k - 1] + p.refractory : 1;  // restart of integration before t_k
-    const double decay = std::exp(-double(t - r) / p.tau_m);
+    const int64_t r = k ? times[k - 1] + p.refractory : 1;  // restart of integration before t_k (r <= t + 1)
+    const double decay = p.m(t - r);
     cm[t] += 1.0;  // every pre spike up to t_k, as if none arrived before the restart
     cs[t] -= 1.0;
-    cm[r - 1] -= decay * em;  // spikes before the restart re-integrate from u = 0 at r_k
-    cs[r - 1] += decay * es;
+    cm[r - 1] -= decay * p.m(1);  // spikes before the restart re-integrate from u = 0 at r_k
+    cs[r - 1] += decay * p.s(1);
     if (p.window >= 0) {
       const int64_t old = t - p.window - 1 + p.shift;  // spikes at or before `old` are outside the window
       if (old >= 0) {
-        cm[old] -= std::exp(-double(t - old) / p.tau_m);
-        cs[old] += std::exp(-double(t - old) / p.tau_s);
+        cm[old] -= p.m(t - old);
+        cs[old] += p.s(t - old);
         const int64_t q = std::max<int64_t>(std::min(old, r - 1), 0);
-        cm[q] += decay * std::exp(-double(r - q) / p.tau_m);
-        cs[q] -= decay * std::exp(-double(r - q) / p.tau_s);
+        cm[q] += decay * p.m(r - q);
+        cs[q] -= decay * p.s(r - q);
       }
     }
   }
   // anti-causal filters y[u] = sum_{t >= u} c[t] decay^(t - u); a pre spike at t counts at u = t + shift
-  for (int64_t t = 0; t < T; ++t) out[t * stride] = 0;  // t = 0 and t >= T - shift never count
+  const double em = p.m(1), es = p.s(1);
   double ym = 0, ys = 0;
-  for (int64_t u = T - 1; u >= 0; --u) {
+  for (int64_t u = last; u >= 0; --u) {
     ym = cm[u] + em * ym;
     ys = cs[u] + es * ys;
     const int64_t t = u - p.shift;
@@ -133,9 +138,14 @@ void neuron_spike_weights(const int64_t* times, int64_t K, int64_t T, const PspP
   }
 }
 
-PspParams psp_params(double tau_m, double tau_s, int64_t refractory, bool shift, bool window) {
-  return {tau_m, tau_s, 1.0 / (1.0 - tau_s / tau_m), refractory, shift ? refractory : 0,
-          window ? int64_t(4 * tau_m) : -1};
+PspParams psp_params(double tau_m, double tau_s, int64_t refractory, bool shift, bool window, int64_t T) {
+  PspParams p{tau_m, tau_s, 1.0 / (1.0 - tau_s / tau_m), refractory, shift ? refractory : 0,
+              window ? int64_t(4 * tau_m) : -1, std::vector<double>(T + 2), std::vector<double>(T + 2)};
+  for (int64_t k = -1; k <= T; ++k) {
+    p.decay_m[k + 1] = std::exp(-double(k) / tau_m);
+    p.decay_s[k + 1] = std::exp(-double(k) / tau_s);
+  }
+  return p;
 }
 
 // Spike times of every neuron of one sample of a T x B x N boolean raster, as lists.
@@ -156,8 +166,8 @@ torch::Tensor spike_weights(torch::Tensor post, bool as_double, double tau_m, do
   TORCH_CHECK(post.device().is_cpu() && post.scalar_type() == torch::kBool, "spike_weights: a boolean CPU raster");
   auto rows = post.permute({1, 2, 0}).contiguous();  // B x N x T
   const int64_t B = rows.size(0), N = rows.size(1), T = rows.size(2);
-  auto q = torch::empty({B, N, T}, torch::TensorOptions().dtype(as_double ? torch::kFloat64 : torch::kFloat32));
-  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window);
+  auto q = torch::zeros({B, N, T}, torch::TensorOptions().dtype(as_double ? torch::kFloat64 : torch::kFloat32));
+  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* spikes = rows.data_ptr<bool>();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "spike_weights", [&] {
     scalar_t* out = q.data_ptr<scalar_t>();
@@ -166,11 +176,8 @@ torch::Tensor spike_weights(torch::Tensor post, bool as_double, double tau_m, do
       std::vector<int64_t> times;
       for (int64_t row = a; row < z; ++row) {
         active_indices(spikes + row * T, T, times);
-        if (times.empty()) {
-          std::fill(out + row * T, out + (row + 1) * T, scalar_t(0));
-          continue;
-        }
-        neuron_spike_weights(times.data(), int64_t(times.size()), T, p, cm.data(), cs.data(), out + row * T, 1);
+        if (!times.empty())
+          neuron_spike_weights(times.data(), int64_t(times.size()), T, p, cm.data(), cs.data(), out + row * T, 1);
       }
     });
   });
@@ -260,7 +267,7 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
   auto grad = per_sample ? torch::zeros({B, N, Nin}, opts) : torch::zeros({Nin, N}, opts);  // sum kept as G^T
   auto below = need_below ? torch::zeros({B, Nin}, opts) : torch::empty({0}, opts);
   auto row_sum = side_effect && fallbacks ? WT.sum(0).contiguous() : torch::zeros({N}, opts);  // sum_j w_ij
-  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window);
+  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
   std::mutex merge;
