@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 def writer_limiter(database_url: str) -> CapacityLimiter:
     """How many writing requests run at once: two on SQLite (one writes while the other does its
-    checks), eight on a server database (whose connection pool holds fifteen)."""
+    checks; more would only wait for its write lock), eight on a server database (whose
+    connection pool holds fifteen)."""
     return CapacityLimiter(2 if database_url.startswith("sqlite") else 8)
 
 
