@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -158,6 +159,7 @@ def main() -> None:
         return
 
     rows = {}
+    load_before = os.getloadavg()[0]
     for steps in args.steps:
         for method in args.methods:
             done = subprocess.run([sys.executable, __file__, "--one", method, str(steps), "--repeats",
@@ -167,7 +169,8 @@ def main() -> None:
                 continue
             rows[(method, steps)] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"# 784-800-10, batch {BATCH}, device {args.device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.repeats} steps")
+          f"{torch.get_num_threads()} threads; median of {args.repeats} steps; load average "
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other processes share the CPU)")
     header = (f"{'T':>4} | {'hm2bp smp/s':>11} {'peak MiB':>8} {'step MiB':>8} | {'BPTT smp/s':>10} {'peak MiB':>8} "
               f"{'step MiB':>8} | {'speed x':>7} {'mem x':>6}")
     print(header)

@@ -11,7 +11,8 @@
 //   dense_backward  the HM2-BP rules of hm2bp_core.layers for a dense layer, per sample:
 //                   Q, then E^T = S_in^T Q^T accumulated over the input spikes only (E_ij is the
 //                   S-PSP e_{i|j}), then side effect, weight gradient and error sent down from E.
-//                   Per thread: Q (T x N), E^T and a gradient sum (N_in x N); nothing grows with B.
+//                   Per thread (kept between calls): Q (T x N), E^T and a gradient sum (N_in x N);
+//                   nothing grows with B.
 //
 // State tensors (v, x, r, last currents, last spikes: B x N each) are read and updated in place so
 // a run can be fed in chunks of steps.
@@ -264,7 +265,7 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
   const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), N = WT.size(1);
   TORCH_CHECK(WT.size(0) == Nin, "dense_backward: weight_t must be N_in x N");
   auto opts = WT.options();
-  auto grad = per_sample ? torch::zeros({B, N, Nin}, opts) : torch::zeros({Nin, N}, opts);  // sum kept as G^T
+  auto grad = per_sample ? torch::zeros({B, N, Nin}, opts) : torch::zeros({N, Nin}, opts);
   auto below = need_below ? torch::zeros({B, Nin}, opts) : torch::empty({0}, opts);
   auto row_sum = side_effect && fallbacks ? WT.sum(0).contiguous() : torch::zeros({N}, opts);  // sum_j w_ij
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
@@ -280,7 +281,11 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
     scalar_t* bl = need_below ? below.data_ptr<scalar_t>() : nullptr;
     const scalar_t th = nu, e_silent = silent_value;
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> q(T * N), et(Nin * N), gt(per_sample ? 0 : Nin * N, scalar_t(0));
+      // the big buffers live as long as the thread: fresh multi-MB allocations cost a page fault per 4 KiB
+      thread_local std::vector<scalar_t> q, et, gt;
+      q.resize(T * N);
+      et.resize(Nin * N);
+      if (!per_sample) gt.assign(Nin * N, scalar_t(0));
       std::vector<scalar_t> v(N), d_fire(N), d_silent(N), weighted(N);
       std::vector<double> cm(T), cs(T);
       std::vector<std::vector<int64_t>> times(N);
@@ -356,13 +361,17 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
             else bl[b * Nin + j] = fallbacks ? silent + fire : scalar_t(0);
           }
       }
-      if (!per_sample) {
+      if (!per_sample) {  // g (N x N_in) += this thread's G^T, transposed in tiles
         std::lock_guard<std::mutex> lock(merge);
-        for (int64_t k = 0; k < Nin * N; ++k) g[k] += gt[k];
+        constexpr int64_t tile = 32;
+        for (int64_t j0 = 0; j0 < Nin; j0 += tile)
+          for (int64_t i0 = 0; i0 < N; i0 += tile)
+            for (int64_t i = i0; i < std::min(i0 + tile, N); ++i)
+              for (int64_t j = j0; j < std::min(j0 + tile, Nin); ++j) g[i * Nin + j] += gt[j * N + i];
       }
     });
   });
-  return {per_sample ? grad : grad.t().contiguous(), below};
+  return {grad, below};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
