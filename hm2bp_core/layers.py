@@ -169,7 +169,7 @@ class SpikingLayer:
         """
         post = trace.spikes if post_spikes is None else post_spikes
         steps, batch, fan_in = trace.inputs.shape
-        size = max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
+        size = self._samples_per_chunk(steps, batch, fan_in, per_sample)
         grads, belows = [], []
         for start in range(0, batch, size):
             part = slice(start, start + size)
@@ -185,6 +185,9 @@ class SpikingLayer:
             grad = (grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)).div_(batch)
             grad += exponential_penalty_grad(self.weight, self.regularization)
         return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
+
+    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
+        return max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
                         weight_t=None):
@@ -270,6 +273,11 @@ class DenseLayer(SpikingLayer):
             state.r, firing_threshold(self.threshold, self.strict_threshold), self.neuron.tau_m, self.neuron.tau_s,
             self.neuron.refractory, self.lateral, 0)
         return LayerTrace(inputs=inputs, spikes=spikes, weight_t=weight_t)
+
+    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
+        if for_tensor(self.weight) is None or per_sample:
+            return super()._samples_per_chunk(steps, batch, fan_in, per_sample)
+        return batch  # the kernel's memory is per thread, whatever the batch
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
                         weight_t=None):

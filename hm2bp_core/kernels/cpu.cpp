@@ -286,7 +286,7 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
       q.resize(T * N);
       et.resize(Nin * N);
       if (!per_sample) gt.assign(Nin * N, scalar_t(0));
-      std::vector<scalar_t> v(N), d_fire(N), d_silent(N), weighted(N);
+      std::vector<scalar_t> v(N), d_fire(N), d_silent(N), weighted(N), silent_row(N);
       std::vector<double> cm(T), cs(T);
       std::vector<std::vector<int64_t>> times(N);
       std::vector<int64_t> a_in(Nin), active;
@@ -309,10 +309,9 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
             for (int64_t i = 0; i < N; ++i) e[i] += qt[i];
           }
         }
-        // silent post neurons: e = silent_value for every active input
-        for (int64_t i = 0; i < N; ++i)
-          if (times[i].empty())
-            for (int64_t j = 0; j < Nin; ++j) et[j * N + i] = a_in[j] > 0 ? e_silent : scalar_t(0);
+        // silent post neurons (their Q and E rows are 0) count e = silent_value for every active input:
+        // added below as silent[i] * e_silent * [a_j > 0], so E^T is never written column by column
+        for (int64_t i = 0; i < N; ++i) silent_row[i] = times[i].empty() ? scalar_t(1) : scalar_t(0);
         // side effect s_i = (1/nu) sum_j w_ij rho_ij, rho = e/a_i (firing) or 0.5 (silent, fallbacks)
         std::fill(weighted.begin(), weighted.end(), scalar_t(0));
         if (side_effect)
@@ -336,13 +335,16 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
         // g_ij = v_i e_ij
         if (per_sample) {
           scalar_t* gb = g + b * N * Nin;
-          for (int64_t j = 0; j < Nin; ++j)
-            for (int64_t i = 0; i < N; ++i) gb[i * Nin + j] = v[i] * et[j * N + i];
+          for (int64_t j = 0; j < Nin; ++j) {
+            const scalar_t sj = a_in[j] > 0 ? e_silent : scalar_t(0);
+            for (int64_t i = 0; i < N; ++i) gb[i * Nin + j] = v[i] * (et[j * N + i] + silent_row[i] * sj);
+          }
         } else {
           for (int64_t j = 0; j < Nin; ++j) {
             const scalar_t* e = et.data() + j * N;
+            const scalar_t sj = a_in[j] > 0 ? e_silent : scalar_t(0);
             scalar_t* acc = gt.data() + j * N;
-            for (int64_t i = 0; i < N; ++i) acc[i] += v[i] * e[i];
+            for (int64_t i = 0; i < N; ++i) acc[i] += v[i] * (e[i] + silent_row[i] * sj);
           }
         }
         // delta_j = sum_i d_i w_ij R_ij, R = e_ij / a_j where both fire; fallbacks: R = 1 elsewhere
