@@ -252,7 +252,10 @@ class Lease:
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout, foreign keys, and write transactions that
     start with BEGIN IMMEDIATE (``JobStore`` asks for them), so concurrent writers queue
-    instead of failing with "database is locked"."""
+    instead of failing with "database is locked". ``synchronous=NORMAL`` (SQLite's advice for WAL)
+    syncs at checkpoints instead of at every commit: no corruption on a crash of the process or
+    the machine, only the last commits may be lost on power loss; a commit then costs ~0.01 ms
+    instead of a disk flush (~6 ms here), which bounded submits to ~45/s."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -262,6 +265,7 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
