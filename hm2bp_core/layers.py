@@ -191,7 +191,8 @@ class SpikingLayer:
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
                         weight_t=None):
-        """(summed or per-sample gradient, delta_below) of a few samples."""
+        """(summed or per-sample gradient, delta_below) of a few samples (``weight_t``: the forward
+        pass's W^T, which only the compiled dense path uses)."""
         nu = self.threshold
         dtype = self.weight.dtype
         post = post.to(dtype)
