@@ -24,6 +24,27 @@
 #include <mutex>
 #include <vector>
 
+// One step t > 0 of the authors' LIF loop (spec 1.2) for N neurons of one sample, v, x, r updated
+// in place: cur = I[t-1], prev = the layer's spikes at t-1 (lateral input), now[n] = 1 where a
+// neuron fires (now must be zeroed). Same arithmetic, in the same order, as neuron._lif_loop.
+template <typename scalar_t>
+inline void lif_step(scalar_t* v, scalar_t* x, int64_t* r, const scalar_t* cur, const scalar_t* prev, scalar_t* now,
+                     int64_t N, scalar_t tm, scalar_t ts, scalar_t th, int64_t refractory, scalar_t lat) {
+  scalar_t total = 0;
+  if (lat != 0) for (int64_t n = 0; n < N; ++n) total += prev[n];
+  for (int64_t n = 0; n < N; ++n) {
+    scalar_t vv = v[n] - v[n] / tm;
+    scalar_t xx = x[n] - x[n] / ts;
+    xx = xx + cur[n];
+    if (lat != 0) xx = xx - lat * (total - prev[n]);
+    vv = vv + xx / ts;
+    if (r[n] > 0) { vv = 0; r[n] -= 1; }
+    if (vv > th) { now[n] = 1; vv = 0; r[n] = refractory; }
+    v[n] = vv;
+    x[n] = xx;
+  }
+}
+
 torch::Tensor lif_chunk(torch::Tensor currents, torch::Tensor prev_currents, torch::Tensor prev_spikes,
                         torch::Tensor v_state, torch::Tensor x_state, torch::Tensor r_state,
                         double nu, double tau_m, double tau_s, int64_t refractory, double lateral, int64_t t0) {
@@ -53,20 +74,7 @@ torch::Tensor lif_chunk(torch::Tensor currents, torch::Tensor prev_currents, tor
           // input of step t is I[t-1] and the spikes of t-1 (one-step delay)
           const scalar_t* cur = k == 0 ? in_prev + b * N : in + ((k - 1) * B + b) * N;
           const scalar_t* prev = k == 0 ? s_prev + b * N : out + ((k - 1) * B + b) * N;
-          scalar_t* now = out + (k * B + b) * N;
-          scalar_t total = 0;
-          if (lat != 0) for (int64_t n = 0; n < N; ++n) total += prev[n];
-          for (int64_t n = 0; n < N; ++n) {
-            scalar_t vv = vb[n] - vb[n] / tm;
-            scalar_t xx = xb[n] - xb[n] / ts;
-            xx = xx + cur[n];
-            if (lat != 0) xx = xx - lat * (total - prev[n]);
-            vv = vv + xx / ts;
-            if (rb[n] > 0) { vv = 0; rb[n] -= 1; }
-            if (vv > th) { now[n] = 1; vv = 0; rb[n] = refractory; }
-            vb[n] = vv;
-            xb[n] = xx;
-          }
+          lif_step(vb, xb, rb, cur, prev, out + (k * B + b) * N, N, tm, ts, th, refractory, lat);
         }
       }
     });
@@ -224,20 +232,9 @@ torch::Tensor dense_lif(torch::Tensor inputs, torch::Tensor weight_t, torch::Ten
           }
           std::fill(now.begin(), now.end(), scalar_t(0));
           if (t != 0) {  // no spike is possible at t = 0 (the zero state only decays)
-            scalar_t total = 0;
-            if (lat != 0) for (int64_t n = 0; n < N; ++n) total += prev[n];
+            lif_step(vb, xb, rb, cur.data(), prev.data(), now.data(), N, tm, ts, th, refractory, lat);
             bool* spk = out + (k * B + b) * N;
-            for (int64_t n = 0; n < N; ++n) {
-              scalar_t vv = vb[n] - vb[n] / tm;
-              scalar_t xx = xb[n] - xb[n] / ts;
-              xx = xx + cur[n];
-              if (lat != 0) xx = xx - lat * (total - prev[n]);
-              vv = vv + xx / ts;
-              if (rb[n] > 0) { vv = 0; rb[n] -= 1; }
-              if (vv > th) { now[n] = 1; spk[n] = true; vv = 0; rb[n] = refractory; }
-              vb[n] = vv;
-              xb[n] = xx;
-            }
+            for (int64_t n = 0; n < N; ++n) spk[n] = now[n] != 0;
           }
           std::swap(cur, next);
           std::swap(prev, now);
