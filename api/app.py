@@ -17,7 +17,7 @@ from worker.settings import Settings, get_settings
 from worker.store import migrate
 
 from . import errors
-from .deps import writer_limiter
+from .blocking import writer_limiter
 from .metrics import RequestMetrics, make_registry
 from .routes import dashboard, datasets, health, jobs, session, spec, streams, sweeps, webhooks, workers
 

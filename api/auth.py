@@ -20,10 +20,11 @@ import secrets
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from worker.store import JobStore, User
+
+from .blocking import store_read
 
 TOKEN_PREFIX = "hm2bp_"
 SESSION_COOKIE = "hm2bp_session"
@@ -93,9 +94,9 @@ def unauthorized() -> HTTPException:
 
 
 async def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
-    # async, with the one blocking step (the token lookup) in the threadpool: a sync dependency
-    # would cost a thread hand-off of its own on every request
-    user = await run_in_threadpool(authenticate, request)
+    # async, with the one blocking step (the token lookup) a store read: a sync dependency would
+    # cost a thread hand-off of its own on every request
+    user = await store_read(request, authenticate, request)
     if user is None:
         raise unauthorized()
     return user

@@ -30,14 +30,16 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
+    insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -223,6 +225,48 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+# The API's hot paths (token check, job status and list, submit) run these Core statements, built
+# once, on a pooled connection. The ORM's per-call statement building, unit of work and object
+# loading cost 3-6x the query itself there (~1 ms a statement on a 2-core machine, which made them
+# most of a request's CPU time in benchmarks/load.py). Their reads return Rows of the table:
+# read-only, with attribute access by column name like the mapped class.
+JobRow = Row[Any]
+_jobs, _tokens, _users = Job.__table__, Token.__table__, User.__table__
+_USER_BY_TOKEN = (select(_users).join(_tokens, _tokens.c.user_id == _users.c.id)
+                  .where(_tokens.c.token_hash == bindparam("token_hash"), _tokens.c.revoked_at.is_(None)))
+_OWNED_JOB = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"), _jobs.c.id == bindparam("job_id"))
+_JOB_BY_IDEMPOTENCY_KEY = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"),
+                                              _jobs.c.idempotency_key == bindparam("key"))
+_MARK_DISPATCHED = update(_jobs).where(_jobs.c.id == bindparam("job_id")).values(dispatched_at=bindparam("at"))
+_INSERT_JOB = insert(_jobs)
+_INSERT_TRANSITION = insert(JobTransition.__table__)
+_INSERT_EVENT = insert(JobEvent.__table__)
+
+
+def _jobs_page(state: bool) -> tuple[Any, Any]:
+    """The caller's jobs (of one state), newest first: the count and the page."""
+    where = [_jobs.c.user_id == bindparam("user_id")] + ([_jobs.c.state == bindparam("state")] if state else [])
+    return (select(func.count()).select_from(_jobs).where(*where),
+            select(_jobs).where(*where).order_by(_jobs.c.created_at.desc(), _jobs.c.id)
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+_JOBS_PAGE = {state: _jobs_page(state) for state in (False, True)}
+
+
+def _filled(row: Base) -> dict[str, Any]:
+    """The column values of a new ``row``, with its columns' Python-side defaults filled in
+    (on ``row`` too, which then reads like the inserted row)."""
+    values = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if value is None and column.default is not None:
+            value = column.default.arg if column.default.is_scalar else column.default.arg(None)
+            setattr(row, column.key, value)
+        values[column.key] = value
+    return values
+
+
 @dataclass(frozen=True)
 class Event:
     """An event as clients see it: ``{"id": seq, "type", "at", "data"}``."""
@@ -296,7 +340,13 @@ class JobStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._read = sessionmaker(engine, expire_on_commit=False)
-        self._write = sessionmaker(engine.execution_options(write=True), expire_on_commit=False)
+        self._writer = engine.execution_options(write=True)  # BEGIN IMMEDIATE on SQLite (make_engine)
+        self._write = sessionmaker(self._writer, expire_on_commit=False)
+
+    @property
+    def local(self) -> bool:
+        """A SQLite file: reads are local and never wait for a writer (WAL)."""
+        return self.engine.dialect.name == "sqlite"
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
@@ -313,8 +363,8 @@ class JobStore:
             yield session
 
     def ping(self) -> None:
-        with self.reading() as session:
-            session.execute(select(1))
+        with self.engine.connect() as connection:
+            connection.execute(select(1))
 
     # ------------------------------------------------------------------ users and tokens
     def ensure_user(self, name: str) -> User:
@@ -331,12 +381,10 @@ class JobStore:
             session.add(Token(user_id=user_id, token_hash=token_hash, prefix=prefix))
 
     def user_for_token_hash(self, token_hash: str) -> User | None:
-        """The user of a live (not revoked) token with this hash."""
-        with self.reading() as session:
-            return session.scalar(
-                select(User).join(Token, Token.user_id == User.id)
-                .where(Token.token_hash == token_hash, Token.revoked_at.is_(None))
-            )
+        """The user of a live (not revoked) token with this hash (checked on every request)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(_USER_BY_TOKEN, {"token_hash": token_hash}).first()
+        return User(**row._mapping) if row is not None else None
 
     def revoke_token(self, token_hash: str) -> bool:
         with self.writing() as session:
@@ -395,58 +443,60 @@ class JobStore:
             return session.scalar(select(func.count()).select_from(DatasetRow).where(DatasetRow.storage_key == key)) == 0
 
     # ------------------------------------------------------------------ jobs
-    def create_job(self, job: Job) -> tuple[Job, bool]:
-        """Insert a queued job (with its first transition and state event); with an
-        Idempotency-Key already used by this user, the earlier job (created False), or
-        IdempotencyConflict when the earlier request differed."""
+    def create_job(self, job: Job) -> tuple[Job | JobRow, bool]:
+        """Insert ``job`` queued, with its first transition and state event (seq 1), and return
+        it (its defaults filled in); with an Idempotency-Key already used by this user, the
+        earlier job (created False), or IdempotencyConflict when the earlier request differed."""
         if job.idempotency_key is not None:
             earlier = self._job_by_idempotency_key(job.user_id, job.idempotency_key)
             if earlier is not None:
                 return self._idempotent_replay(earlier, job)
+        job.state, job.event_seq = QUEUED, 1
+        values = _filled(job)
         try:
-            with self.writing() as session:
-                job.state = QUEUED
-                session.add(job)
-                session.flush()
-                session.add(JobTransition(job_id=job.id, from_state=None, to_state=QUEUED, reason="submitted"))
-                self._append_event(session, job.id, "state", {"state": QUEUED, "reason": "submitted"})
+            with self._writer.begin() as connection:
+                connection.execute(_INSERT_JOB, values)
+                connection.execute(_INSERT_TRANSITION, {"job_id": job.id, "from_state": None, "to_state": QUEUED,
+                                                        "reason": "submitted", "at": job.created_at})
+                connection.execute(_INSERT_EVENT, {"job_id": job.id, "seq": 1, "type": "state", "at": job.created_at,
+                                                   "data": {"state": QUEUED, "reason": "submitted"}})
         except IntegrityError:
             earlier = self._job_by_idempotency_key(job.user_id, job.idempotency_key) if job.idempotency_key else None
             if earlier is None:
                 raise
             return self._idempotent_replay(earlier, job)
-        return self.job_by_id(job.id), True  # type: ignore[return-value]
+        return job, True
 
     @staticmethod
-    def _idempotent_replay(earlier: Job, job: Job) -> tuple[Job, bool]:
+    def _idempotent_replay(earlier: JobRow, job: Job) -> tuple[JobRow, bool]:
         if earlier.request_hash != job.request_hash:
             raise IdempotencyConflict(job.idempotency_key)
         return earlier, False
 
-    def _job_by_idempotency_key(self, user_id: int, key: str) -> Job | None:
-        with self.reading() as session:
-            return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+    def _job_by_idempotency_key(self, user_id: int, key: str) -> JobRow | None:
+        with self.engine.connect() as connection:
+            return connection.execute(_JOB_BY_IDEMPOTENCY_KEY, {"user_id": user_id, "key": key}).first()
 
     def job_by_id(self, job_id: str) -> Job | None:
         with self.reading() as session:
             return session.get(Job, job_id)
 
-    def get_job(self, user_id: int, job_id: str) -> Job | None:
-        with self.reading() as session:
-            return session.scalar(select(Job).where(Job.user_id == user_id, Job.id == job_id))
+    def get_job(self, user_id: int, job_id: str) -> JobRow | None:
+        """The user's job (None for another user's)."""
+        with self.engine.connect() as connection:
+            return connection.execute(_OWNED_JOB, {"user_id": user_id, "job_id": job_id}).first()
 
-    def list_jobs(self, user_id: int, state: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-        where = [Job.user_id == user_id] + ([Job.state == state] if state else [])
-        with self.reading() as session:
-            total = session.scalar(select(func.count()).select_from(Job).where(*where))
-            rows = session.scalars(
-                select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-            )
-            return list(rows), int(total or 0)
+    def list_jobs(self, user_id: int, state: str | None, limit: int, offset: int) -> tuple[list[JobRow], int]:
+        """A page of the user's jobs (of one state), newest first, and their total count."""
+        count, page = _JOBS_PAGE[state is not None]
+        params = {"user_id": user_id, "state": state, "limit": limit, "offset": offset}
+        with self.engine.connect() as connection, connection.begin():  # one snapshot for both
+            total = connection.execute(count, params).scalar()
+            return connection.execute(page, params).all(), int(total or 0)
 
     def mark_dispatched(self, job_id: str) -> None:
-        with self.writing() as session:
-            session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
+        with self._writer.begin() as connection:
+            connection.execute(_MARK_DISPATCHED, {"job_id": job_id, "at": utcnow()})
 
     def undispatched(self, older_than: float) -> list[Job]:
         """Queued jobs whose Celery message was never sent (the broker was down at submission)."""

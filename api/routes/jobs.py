@@ -14,7 +14,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from hm2bp_core.data import Dataset, DatasetError, load_dataset
 from hm2bp_core.train import check_fit
@@ -22,10 +21,11 @@ from worker.artifacts import UnsafePath, safe_relative_path
 from worker.celery_app import dispatch, queue_for
 from worker.datasets import BUILTIN_PREFIX, dataset_path
 from worker.services import Services, job_key
-from worker.store import STATES, IdempotencyConflict, Job, User, new_id
+from worker.store import STATES, IdempotencyConflict, Job, JobRow, User, new_id
 
 from .. import schemas
-from ..deps import JobDep, ServicesDep, UserDep, not_found, writer_thread
+from ..blocking import store_read, writer_thread
+from ..deps import JobDep, ServicesDep, UserDep, not_found
 from ..errors import unprocessable
 from .datasets import BUILTINS
 
@@ -35,7 +35,7 @@ ERRORS = {code: {"model": schemas.ErrorBody} for code in (401, 404, 422)}
 FIELD_AT_START = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[-?\d+\])+)")
 
 
-def job_record(job: Job) -> schemas.Job:
+def job_record(job: Job | JobRow) -> schemas.Job:
     return schemas.Job.model_validate(job)
 
 
@@ -105,16 +105,16 @@ def _submit(body: schemas.JobCreate, response: Response, user: User, services: S
         dispatch(services.store, job.id, job.queue)
     except Exception as exc:  # the broker is down: the job stays queued and the sweeper sends it later
         log.warning("job %s queued but not dispatched yet: %s", job.id, exc)
-    return job_record(services.store.job_by_id(job.id))
+    return job_record(job)
 
 
 @router.get("", response_model=schemas.JobPage, responses=ERRORS)
-async def list_jobs(user: UserDep, services: ServicesDep,
+async def list_jobs(request: Request, user: UserDep, services: ServicesDep,
                     state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
                     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> schemas.JobPage:
     """The caller's jobs, newest first, optionally of one state."""
-    jobs, total = await run_in_threadpool(services.store.list_jobs, user.id, state, limit, offset)
+    jobs, total = await store_read(request, services.store.list_jobs, user.id, state, limit, offset)
     return schemas.JobPage(items=[job_record(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 

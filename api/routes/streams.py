@@ -10,7 +10,6 @@ handshake is answered with the HTTP status (401, 404) and a JSON body.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION
 
 from .. import schemas
 from ..auth import authenticate
+from ..blocking import store_read
 from ..deps import JobDep, ServicesDep
 from ..errors import error_response
 
@@ -52,10 +52,10 @@ async def job_stream(websocket: WebSocket, job_id: str,
                      after: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0) -> None:
     """Websocket: one JSON ``EventEnvelope`` per message; closed (1000) after the final state."""
     services = websocket.app.state.services
-    user = await asyncio.to_thread(authenticate, websocket)
+    user = await store_read(websocket, authenticate, websocket)
     if user is None:
         return await _refuse(websocket, 401, "missing, invalid or revoked API token")
-    job = await asyncio.to_thread(services.store.get_job, user.id, job_id)
+    job = await store_read(websocket, services.store.get_job, user.id, job_id)
     if job is None:
         return await _refuse(websocket, 404, f"job {job_id!r} not found")
     await websocket.accept()

@@ -1,5 +1,6 @@
 """The job store's promises, on SQLite and PostgreSQL: one lease at a time, terminal states
-never change, events numbered without gaps, idempotent submission."""
+never change, events numbered without gaps, idempotent submission; and the API's hot paths
+(Core statements) read and write exactly what the mapped classes do."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from .harness import postgres_schema
+from api.auth import hash_token
 from worker.store import (CANCELLED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, Job, JobStore, migrate,
                           new_id)
 
@@ -31,8 +33,9 @@ def store(request, tmp_path_factory):
 
 def queued_job(store: JobStore, **fields) -> Job:
     user = store.ensure_user("store-tests")
-    job, created = store.create_job(Job(id=new_id("job"), user_id=user.id, name="j", tags=[], dataset="builtin:digits",
-                                        spec={}, queue="cpu", max_attempts=2, **fields))
+    fields = {"tags": [], "spec": {}, **fields}
+    job, created = store.create_job(Job(id=new_id("job"), user_id=user.id, name="j", dataset="builtin:digits",
+                                        queue="cpu", max_attempts=2, **fields))
     assert created
     return job
 
@@ -88,3 +91,36 @@ def test_idempotency_key(store):
     with pytest.raises(IdempotencyConflict):
         store.create_job(Job(id=new_id("job"), user_id=user.id, name="j", tags=[], dataset="x", spec={}, queue="cpu",
                              max_attempts=2, idempotency_key="k-1", request_hash="other"))
+
+
+def test_hot_paths_match_the_mapped_classes(store):
+    """create_job fills in what the database holds; get_job and list_jobs rows equal the ORM's
+    objects column by column; other users, states and revoked tokens are filtered out."""
+    job = queued_job(store, tags=["a"], spec={"training": {"epochs": 2}})
+    stored = store.job_by_id(job.id)  # the ORM's read
+    columns = [column.key for column in Job.__table__.columns]
+    assert {c: getattr(job, c) for c in columns} == {c: getattr(stored, c) for c in columns}
+    assert stored.state == QUEUED and stored.event_seq == 1 and stored.attempts == 0 and stored.created_at.tzinfo
+    assert [(e.seq, e.data["state"]) for e in store.events_after(job.id, 0)] == [(1, QUEUED)]
+    assert [t.to_state for t in store.transitions(job.id)] == [QUEUED]
+    store.mark_dispatched(job.id)
+    assert store.job_by_id(job.id).dispatched_at is not None
+
+    row = store.get_job(job.user_id, job.id)
+    assert {c: getattr(row, c) for c in columns} == {c: getattr(store.job_by_id(job.id), c) for c in columns}
+    other = store.ensure_user("someone-else")
+    assert store.get_job(other.id, job.id) is None
+
+    later = queued_job(store)
+    store.transition(later.id, CANCELLED, "test", expect=(QUEUED,))
+    page, total = store.list_jobs(job.user_id, None, 2, 0)
+    assert [r.id for r in page] == [later.id, job.id] and total >= 2  # newest first
+    cancelled, cancelled_total = store.list_jobs(job.user_id, CANCELLED, 500, 0)
+    assert later.id in [r.id for r in cancelled] and job.id not in [r.id for r in cancelled]
+    assert cancelled_total == len(cancelled) and store.list_jobs(other.id, None, 50, 0) == ([], 0)
+
+    digest = hash_token("hm2bp_hot-path-test-" + new_id("t"))
+    store.add_token(other.id, digest, "hm2bp_hot")
+    found = store.user_for_token_hash(digest)
+    assert (found.id, found.name) == (other.id, "someone-else")
+    assert store.revoke_token(digest) and store.user_for_token_hash(digest) is None
