@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from worker.niceness import carry_niceness_to_session
 from worker.settings import Settings
 from worker.store import JobStore, migrate
 
@@ -76,6 +77,7 @@ def _prepare_worker() -> None:
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     os.nice(WORKER_NICENESS)
+    carry_niceness_to_session()
 
 
 @contextmanager

@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .niceness import carry_niceness_to_session
 from .services import Services, get_services, job_key
 
 
@@ -50,6 +51,7 @@ def _listen_for_control(cancel: threading.Event) -> None:
 
 
 def main(job_id: str, outcome_fd: int) -> None:
+    carry_niceness_to_session()  # the supervisor started this run in a session of its own
     cancel = threading.Event()
     _listen_for_control(cancel)
     services = get_services()

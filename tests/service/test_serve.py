@@ -1,4 +1,5 @@
-"""``hm2bp serve``: one command brings up API, worker and an embedded Redis, and stops them all."""
+"""``hm2bp serve``: one command brings up API (one process or several), worker and an embedded
+Redis, and stops them all; its worker and the runs it starts yield the CPU to the API."""
 
 from __future__ import annotations
 
@@ -6,21 +7,34 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
+
+from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 import redis
 
 from .harness import HM2BP, REPO, TINY_SPEC, free_port, stop
 
+AUTOGROUP = Path("/proc/self/autogroup").exists()
 
-def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
+
+def autogroup_nice(pid: int) -> int:
+    """The nice value of the process's scheduling group ("/autogroup-N nice K")."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
+@pytest.mark.parametrize("api_workers", [1, 2])
+def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path, api_workers):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HM2BP_")}
     env["OMP_NUM_THREADS"] = "1"
     port = free_port()
     log = tmp_path / "serve.log"
-    serve = subprocess.Popen([HM2BP, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+    serve = subprocess.Popen([HM2BP, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                              "--workers", str(api_workers)],
                              env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -49,8 +63,14 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
         assert redis.Redis(unix_socket_path=socket_path).ping()
         client.close()
 
-        descendants = psutil.Process(serve.pid).children(recursive=True)  # worker, pool, Redis
+        descendants = psutil.Process(serve.pid).children(recursive=True)  # API processes, worker, pool, Redis
         assert len(descendants) >= 2
+        celery = [p for p in descendants if "celery" in " ".join(p.cmdline())]
+        assert celery and all(p.nice() == 10 for p in celery)
+        if AUTOGROUP:  # the worker is its session's leader: its whole scheduling group is niced
+            assert all(autogroup_nice(p.pid) == 10 for p in celery)
+        api = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]  # uvicorn's worker processes
+        assert len(api) == (api_workers if api_workers > 1 else 0)  # one process: serve itself
         os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
         serve.wait(30)
         assert serve.returncode == 0, log.read_text()
@@ -64,3 +84,15 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path):
         assert not alive, [p.cmdline() for p in alive]
     finally:
         stop(serve)
+
+
+@pytest.mark.skipif(not AUTOGROUP, reason="this kernel has no autogroup scheduling")
+def test_a_niced_process_in_a_new_session_carries_its_niceness_to_the_session():
+    """What a training run does first (worker.child): with autogroup, its nice value alone would
+    not rank it below the API, which is in another session."""
+    probe = ("import os; os.nice(7); from worker.niceness import carry_niceness_to_session as carry; "
+             "before = open('/proc/self/autogroup').read(); carry(); print(before.split()[-1], "
+             "open('/proc/self/autogroup').read().split()[-1])")
+    before, after = subprocess.run([sys.executable, "-c", probe], cwd=REPO, start_new_session=True,
+                                   capture_output=True, text=True, check=True).stdout.split()
+    assert (before, after) == ("0", "7")
