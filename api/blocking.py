@@ -28,7 +28,7 @@ T = TypeVar("T")
 def writer_limiter(database_url: str) -> CapacityLimiter:
     """How many writing requests run at once: two on SQLite (one writes while the other does its
     checks; more would only wait for its write lock), eight on a server database (whose
-    connection pool holds fifteen)."""
+    connection pool keeps twenty, see ``worker.store.make_engine``)."""
     return CapacityLimiter(2 if database_url.startswith("sqlite") else 8)
 
 

@@ -301,7 +301,11 @@ def make_engine(url: str) -> Engine:
     the machine, only the last commits may be lost on power loss; a commit then costs ~0.01 ms
     instead of a disk flush (~6 ms here), which bounded submits to ~45/s."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # a pool as large as the API's concurrent database users (threadpool reads, writers): a
+        # connection beyond pool_size is closed when returned, and every new PostgreSQL
+        # connection forks a server process (under benchmarks/load.py the default 5 meant a new
+        # connection for most requests). It only grows as far as it is used.
+        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
