@@ -1,7 +1,8 @@
 """Load benchmark of the service (not a test): API clients polling like a lab, and websocket subscribers.
 
     .venv/bin/python benchmarks/load.py                      # starts `hm2bp serve` in a temp folder
-    .venv/bin/python benchmarks/load.py --workers 2 --database-url postgresql+psycopg://127.0.0.1/test
+    .venv/bin/python benchmarks/load.py --workers 1          # one API process (`make run`'s)
+    .venv/bin/python benchmarks/load.py --database-url postgresql+psycopg://127.0.0.1/test
     .venv/bin/python benchmarks/load.py --think 0            # closed loop: every client back-to-back
     .venv/bin/python benchmarks/load.py --url http://127.0.0.1:8000 --token hm2bp_...
 
@@ -20,15 +21,20 @@ second or so). The event lag is the receive time minus the event's ``at`` (serve
 the clock on loopback), for events stored in the measured window. The window opens once every
 subscriber has connected, replayed the history after its cursor and received a live event (that
 warm-up is not load); the HTTP clients start then. It prints requests/s, p50/p99 latency and
-errors per operation, the event lag, and the CPU seconds used by this process (the load
-generator, which shares the machine)
+errors per operation, the event lag, and what the load generator itself cost: its CPU, and the
+lag of its own event loop (every latency is measured on that loop; a lag near the latencies
+would mean the generator, not the service, set them).
+The clients use aiohttp (the ``bench`` extra, which ``make setup`` installs): on the 2-core test
+machine an httpx request costs 2.5 ms of the generator's CPU and an aiohttp one 0.6 ms, and the
+generator shares the CPU with the service it measures.
 Everything stops by itself at the deadline; the jobs it submitted are cancelled at the end.
 Loopback only: the URL must be 127.0.0.1/localhost.
 
 The service it starts is ``hm2bp serve`` (embedded Redis, SQLite, one Celery worker, which
-trains the followed job on the CPU at a lower priority than the API): ``--workers`` API
-processes, ``--database-url`` a PostgreSQL database for the job store (the benchmark creates a
-schema of its own there and drops it at the end) instead of SQLite.
+trains the followed job on the CPU at a lower priority than the API) with ``--workers`` API
+processes (default 2, as deployed: docker-compose's ``HM2BP_API_WORKERS``); ``--database-url``
+puts the job store in a PostgreSQL database instead of SQLite (the benchmark creates a schema of
+its own there and drops it at the end).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+import aiohttp
 import httpx
 import numpy as np
 from websockets.asyncio.client import connect
@@ -150,6 +157,7 @@ class Stats:
         self.errors: dict[str, int] = defaultdict(int)
         self.error_kinds: dict[str, int] = defaultdict(int)
         self.lags: list[float] = []
+        self.loop_lags: list[float] = []
         self.events = 0
         self.replayed = 0
         self.subscriber_errors = 0
@@ -167,15 +175,29 @@ def think_time(think: float) -> float:
     return random.uniform(0.5 * think, 1.5 * think) if think > 0 else 0.0
 
 
-def lab_client(url: str, token: str) -> httpx.AsyncClient:
-    """One lab client's own HTTP client and keep-alive connection (one pool shared by all clients
-    would cost the load generator a scan of every connection per request). Plain HTTP on loopback:
-    no CA bundle to load (that costs tens of ms of CPU per client)."""
-    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
-                             limits=httpx.Limits(max_connections=1), verify=False)
+def lab_client(url: str, token: str) -> aiohttp.ClientSession:
+    """One lab client's own session and keep-alive connection (one pool shared by all clients
+    would cost the load generator a scan of every connection per request)."""
+    return aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"},
+                                 connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=30))
 
 
-async def client_loop(index: int, http: httpx.AsyncClient, deadline: float, stats: Stats, job_ids: list[str],
+async def request(http: aiohttp.ClientSession, op: str, index: int, job_ids: list[str]) -> int:
+    """One request of ``op``, its body read; its status."""
+    if op == "submit":
+        call = http.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": SUBMIT_SPEC, "name": f"load {index}"})
+    elif op == "list":
+        call = http.get("/v1/jobs", params={"limit": 20})
+    else:
+        call = http.get(f"/v1/jobs/{job_ids[index % len(job_ids)]}")
+    async with call as response:
+        body = await response.read()
+        if op == "submit" and response.status == 201:
+            job_ids.append(json.loads(body)["id"])
+        return response.status
+
+
+async def client_loop(index: int, http: aiohttp.ClientSession, deadline: float, stats: Stats, job_ids: list[str],
                       think: float) -> None:
     ops = ("submit", "list", "status")
     turn = index
@@ -185,21 +207,21 @@ async def client_loop(index: int, http: httpx.AsyncClient, deadline: float, stat
         turn += 1
         started = time.perf_counter()
         try:
-            if op == "submit":
-                response = await http.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": SUBMIT_SPEC,
-                                                              "name": f"load {index}"})
-                if response.status_code == 201:
-                    job_ids.append(response.json()["id"])
-            elif op == "list":
-                response = await http.get("/v1/jobs", params={"limit": 20})
-            else:
-                response = await http.get(f"/v1/jobs/{job_ids[index % len(job_ids)]}")
-            stats.record(op, time.perf_counter() - started, response.status_code < 400, str(response.status_code))
-        except httpx.HTTPError as exc:
+            status = await request(http, op, index, job_ids)
+            stats.record(op, time.perf_counter() - started, status < 400, str(status))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             stats.record(op, time.perf_counter() - started, False, type(exc).__name__)
         pause = min(think_time(think), deadline - time.monotonic())
         if pause > 0:
             await asyncio.sleep(pause)
+
+
+async def loop_lag(deadline: float, stats: Stats, every: float = 0.005) -> None:
+    """How late this process's event loop wakes a sleeper, sampled every ``every`` seconds."""
+    while time.monotonic() < deadline:
+        asked = time.perf_counter()
+        await asyncio.sleep(every)
+        stats.loop_lags.append(time.perf_counter() - asked - every)
 
 
 class Window:
@@ -247,15 +269,16 @@ async def subscriber(ws_url: str, token: str, window: Window, stats: Stats) -> N
             window.live()
 
 
-async def cancel_all(http: httpx.AsyncClient, job_ids: list[str]) -> None:
+async def cancel_all(http: aiohttp.ClientSession, job_ids: list[str]) -> None:
     """Leave nothing running or queued (a few requests at a time)."""
     gate = asyncio.Semaphore(8)
 
     async def cancel(job_id: str) -> None:
         async with gate:
             try:
-                await http.post(f"/v1/jobs/{job_id}/cancel")
-            except httpx.HTTPError:
+                async with http.post(f"/v1/jobs/{job_id}/cancel") as response:
+                    await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
 
     await asyncio.gather(*(cancel(job_id) for job_id in job_ids))
@@ -263,22 +286,23 @@ async def cancel_all(http: httpx.AsyncClient, job_ids: list[str]) -> None:
 
 async def run(url: str, token: str, args: argparse.Namespace) -> Stats:
     stats = Stats()
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=8)  # set-up and clean-up requests
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as http:
-        response = await http.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": RUNNING_SPEC,
-                                                     "name": "followed by the subscribers"})
-        if response.status_code != 201:
-            raise SystemExit(f"submitting the followed job failed: {response.status_code} {response.text}")
-        running = response.json()
+    async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=aiohttp.ClientTimeout(total=30)) as http:  # set-up and clean-up
+        async with http.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": RUNNING_SPEC,
+                                               "name": "followed by the subscribers"}) as response:
+            if response.status != 201:
+                raise SystemExit(f"submitting the followed job failed: {response.status} {await response.text()}")
+            running = await response.json()
         for _ in range(600):  # until it trains (up to 60 s)
-            job = (await http.get(f"/v1/jobs/{running['id']}")).json()
+            async with http.get(f"/v1/jobs/{running['id']}") as response:
+                job = await response.json()
             if job["progress"]:
                 break
             await asyncio.sleep(0.1)
         else:
             raise SystemExit(f"the followed job never started: {job}")
-        last = (await http.get(f"/v1/jobs/{running['id']}/logs")).json()["items"]
+        async with http.get(f"/v1/jobs/{running['id']}/logs") as response:
+            last = (await response.json())["items"]
         cursor = max([0] + [line["id"] for line in last])
         job_ids = [running["id"]]
         ws_url = "ws" + url[len("http"):] + f"/v1/jobs/{running['id']}/stream?after={cursor}"
@@ -295,10 +319,11 @@ async def run(url: str, token: str, args: argparse.Namespace) -> Stats:
         window.opened.set()
         tasks += [asyncio.create_task(client_loop(i, lab_clients[i], deadline, stats, job_ids, args.think))
                   for i in range(args.clients)]
+        tasks.append(asyncio.create_task(loop_lag(deadline, stats)))
         await asyncio.gather(*tasks)
         stats.elapsed = time.monotonic() - started
         for client in lab_clients:
-            await client.aclose()
+            await client.close()
         await cancel_all(http, job_ids[1:])
         await cancel_all(http, job_ids[:1])
     return stats
@@ -330,8 +355,10 @@ def report(stats: Stats, args: argparse.Namespace, cpu_seconds: float) -> None:
     print(f"\nlive events received: {stats.events} ({stats.events / max(args.subscribers, 1):.0f} per subscriber; "
           f"{stats.replayed} before the window), event lag p50 {np.percentile(lags, 50):.0f} ms, "
           f"p99 {np.percentile(lags, 99):.0f} ms, max {np.max(lags):.0f} ms, subscriber errors {stats.subscriber_errors}")
-    print(f"load generator CPU: {cpu_seconds:.0f} s in {elapsed:.0f} s ({cpu_seconds / elapsed:.2f} cores; "
-          f"{os.cpu_count()} in the machine)")
+    loop_lags = np.array(stats.loop_lags or [float("nan")]) * 1000
+    print(f"load generator: CPU {cpu_seconds:.0f} s in {elapsed:.0f} s ({cpu_seconds / elapsed:.2f} cores; "
+          f"{os.cpu_count()} in the machine), its event loop's lag p50 {np.percentile(loop_lags, 50):.1f} ms, "
+          f"p99 {np.percentile(loop_lags, 99):.1f} ms")
     if stats.error_kinds:
         print("errors:", dict(stats.error_kinds))
 
@@ -345,7 +372,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--think", type=float, default=1.0,
                         help="mean seconds a client waits between requests (uniform 0.5x-1.5x); 0: closed loop")
-    parser.add_argument("--workers", type=int, default=1, help="API processes of the started service")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="API processes of the started service (default 2, as docker-compose deploys it)")
     parser.add_argument("--database-url", help="PostgreSQL database for the started service's job store, in a "
                         "schema made for the run and dropped after (default: SQLite in the temp folder)")
     args = parser.parse_args()
