@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="hm2bp", version="1", lifespan=lifespan,
                   description="Training as a service for spiking neural networks (HM2-BP).")
     app.state.services = services
-    app.state.writer_limiter = writer_limiter(settings.sqlalchemy_url)
+    app.state.writer_limiter = writer_limiter(services.store)
     app.state.registry = make_registry(services.store)
     errors.install(app)
     for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, dashboard):

@@ -22,14 +22,16 @@ from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 
+from worker.store import JobStore
+
 T = TypeVar("T")
 
 
-def writer_limiter(database_url: str) -> CapacityLimiter:
+def writer_limiter(store: JobStore) -> CapacityLimiter:
     """How many writing requests run at once: two on SQLite (one writes while the other does its
     checks; more would only wait for its write lock), eight on a server database (whose
     connection pool keeps twenty, see ``worker.store.make_engine``)."""
-    return CapacityLimiter(2 if database_url.startswith("sqlite") else 8)
+    return CapacityLimiter(2 if store.local else 8)
 
 
 async def writer_thread(request: Request, function: Callable[..., T], *args: object) -> T:
