@@ -82,10 +82,10 @@ def free_port() -> int:
 
 
 class LocalService:
-    """``hm2bp serve`` (API, one worker, embedded Redis, SQLite or a fresh schema in the PostgreSQL
-    database ``database_url``) in a temporary folder."""
+    """``hm2bp serve`` (``workers`` API processes, one Celery worker, embedded Redis, SQLite or a
+    fresh schema in the PostgreSQL database ``database_url``) in a temporary folder."""
 
-    def __init__(self, workers: int = 1, database_url: str | None = None) -> None:
+    def __init__(self, workers: int, database_url: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="hm2bp-load-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -118,9 +118,8 @@ class LocalService:
             raise
 
     def _start(self) -> "LocalService":
-        command = [HM2BP, "serve", "--port", str(self.port), "--data-dir", str(self.folder)]
-        if self.workers > 1:
-            command += ["--workers", str(self.workers)]
+        command = [HM2BP, "serve", "--port", str(self.port), "--data-dir", str(self.folder),
+                   "--workers", str(self.workers)]
         self.process = subprocess.Popen(command, env=self.env, stdout=open(self.folder / "serve.log", "w"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
