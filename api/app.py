@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from worker.services import Services
-from worker.settings import Settings, get_settings
-from worker.store import migrate
+from hm2bp_service.services import Services
+from hm2bp_service.settings import Settings, get_settings
+from hm2bp_service.store import migrate
 
 from . import errors
 from .blocking import writer_limiter

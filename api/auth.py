@@ -22,7 +22,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from worker.store import JobStore, User
+from hm2bp_service.store import Store, UserRecord
 
 from .blocking import store_read
 
@@ -36,19 +36,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(store: JobStore, user_name: str) -> str:
+def create_token(store: Store, user_name: str) -> str:
     """Mint a token for ``user_name`` (created if new); only its hash is stored."""
-    user = store.ensure_user(user_name)
+    user = store.users.ensure(user_name)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.add_token(user.id, hash_token(token), token[:12])
+    store.users.add_token(user.id, hash_token(token), token[:12])
     return token
 
 
-def user_for_token(store: JobStore, token: str | None) -> User | None:
+def user_for_token(store: Store, token: str | None) -> UserRecord | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
     digest = hash_token(token)
-    user = store.user_for_token_hash(digest)
+    user = store.users.by_token_hash(digest)
     # the lookup is by hash; compare again in constant time so timing says nothing about near misses
     return user if user is not None and hmac.compare_digest(digest, hash_token(token)) else None
 
@@ -83,7 +83,7 @@ def connection_token(connection: HTTPConnection) -> str | None:
     return token
 
 
-def authenticate(connection: HTTPConnection) -> User | None:
+def authenticate(connection: HTTPConnection) -> UserRecord | None:
     """The caller of a request or websocket handshake, or None."""
     return user_for_token(connection.app.state.services.store, connection_token(connection))
 
@@ -93,7 +93,7 @@ def unauthorized() -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
+async def current_user(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> UserRecord:
     # async, with the one blocking step (the token lookup) a store read: a sync dependency would
     # cost a thread hand-off of its own on every request
     user = await store_read(request, authenticate, request)

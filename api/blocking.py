@@ -22,15 +22,15 @@ from anyio import CapacityLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 
-from worker.store import JobStore
+from hm2bp_service.store import Store
 
 T = TypeVar("T")
 
 
-def writer_limiter(store: JobStore) -> CapacityLimiter:
+def writer_limiter(store: Store) -> CapacityLimiter:
     """How many writing requests run at once: two on SQLite (one writes while the other does its
     checks; more would only wait for its write lock), eight on a server database (whose
-    connection pool keeps twenty, see ``worker.store.make_engine``)."""
+    connection pool keeps twenty, see ``hm2bp_service.store.database.make_engine``)."""
     return CapacityLimiter(2 if store.local else 8)
 
 

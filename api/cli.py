@@ -1,5 +1,7 @@
-"""The ``hm2bp`` command: the core's ``train`` and ``evaluate`` plus the service commands
-``serve``, ``worker`` and ``token create|revoke``, registered here so the core stays free of service imports."""
+"""The ``hm2bp`` command: the core's ``train``, ``evaluate`` and ``kernels build`` plus the service
+commands ``serve``, ``worker``, ``migrate``, ``doctor`` and ``token create|revoke``, registered here so
+the core stays free of service imports. This module is the one place that knows both the API and
+the worker (it starts either); the ``worker`` command imports the workers' Celery app when it runs."""
 
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ app.add_typer(token_app, name="token")
 
 
 def _store(data_dir: Optional[str]):
-    from worker.settings import Settings
-    from worker.store import JobStore, migrate
+    from hm2bp_service.settings import Settings
+    from hm2bp_service.store import Store, migrate
 
     if data_dir is not None:
         os.environ["HM2BP_DATA_DIR"] = data_dir
     settings = Settings()
     migrate(settings.sqlalchemy_url)
-    return JobStore.from_url(settings.sqlalchemy_url)
+    return Store.from_url(settings.sqlalchemy_url)
 
 
 @app.command()
@@ -51,21 +53,51 @@ def worker(
     HM2BP_DATABASE_URL, HM2BP_ARTIFACTS_URL). It trains jobs from its queues, sweeps expired leases,
     sends webhooks, and announces itself and its device in GET /v1/workers. Stop it with SIGTERM:
     a job it was training is re-queued and resumes from its last checkpoint elsewhere."""
-    from worker.celery_app import QUEUES
+    from hm2bp_service.dispatch import QUEUES
 
     queues = sorted({q.strip() for option in queue for q in option.split(",") if q.strip()})
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         typer.echo(f"error: unknown queue {', '.join(unknown) or '(none)'}; the queues are {', '.join(QUEUES)}", err=True)
         raise typer.Exit(code=2)
-    from worker.celery_app import app as celery_app
-    from worker.settings import get_settings
-    from worker.store import migrate
+    from hm2bp_service.settings import get_settings
+    from hm2bp_service.store import migrate
+    from worker.celery_app import app as celery_app  # builds the workers' app: only this command needs it
 
     migrate(get_settings().sqlalchemy_url)  # a no-op when the schema is current; a fresh database works at once
     celery_app.worker_main(["worker", "-Q", ",".join(queues), "--concurrency", str(concurrency),
                             "-n", name or f"hm2bp-{os.getpid()}@%h", "-l", loglevel,
                             "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the configured database (HM2BP_DATABASE_URL, or the SQLite file of HM2BP_DATA_DIR) to the
+    newest schema; a no-op when it is current. Deployments run this once before the API and workers."""
+    from hm2bp_service.settings import get_settings
+    from hm2bp_service.store import migrate as run_migrations
+
+    url = get_settings().sqlalchemy_url
+    run_migrations(url)
+    typer.echo(f"database at the newest schema: {url.split('@')[-1]}")
+
+
+@app.command()
+def doctor(
+    worker_name: Annotated[Optional[str], typer.Option("--worker", help="also check that the worker of this "
+                                                       "node name (NAME@HOST) is live in GET /v1/workers")] = None,
+) -> None:
+    """Check this machine's set-up against the configured service, one line each: torch, the CPU
+    kernels (built now if needed), the database and its schema, Redis, and optionally a worker's
+    heartbeat. Exits 1 when a check fails (a container's health check, an image build)."""
+    from hm2bp_service import doctor as checks
+
+    failed = False
+    for name, ok, detail in checks.run(worker_name):
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        failed |= not ok
+    if failed:
+        raise typer.Exit(code=1)
 
 
 @token_app.command("create")
@@ -87,7 +119,7 @@ def token_revoke(
     """Revoke a token: requests made with it are refused (401) from now on."""
     from .auth import hash_token
 
-    if not _store(data_dir).revoke_token(hash_token(token)):
+    if not _store(data_dir).users.revoke_token(hash_token(token)):
         typer.echo("error: no such live token", err=True)
         raise typer.Exit(code=1)
     typer.echo("revoked")

@@ -1,51 +1,26 @@
-"""Dataset uploads: stream a multipart body to a staging file, then vet it before it is accepted.
+"""Dataset uploads, the HTTP half: stream a multipart body to a staging file.
 
 ``receive_upload`` parses ``multipart/form-data`` as it arrives (python-multipart's streaming
 parser; nothing is spooled elsewhere or held whole in memory), hashes the ``file`` part while
 writing it under the staging folder, and stops with 413 as soon as it passes the size limit,
-whatever the Content-Length says. ``inspect_archive`` checks every archive member before
-anything reads it (paths through ``safe_relative_path``, regular files and folders only, caps
-on member count, total size and compression ratio) and names the format; the core readers
-(``hm2bp_core.data.load_dataset``) then validate shapes, labels, dtypes and classes.
+whatever the Content-Length says. ``hm2bp_service.uploads.accept_upload`` then vets and records it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import tempfile
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request, status
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from worker.artifacts import UnsafePath, safe_relative_path
-from worker.settings import Settings
+from hm2bp_service.settings import Settings
+from hm2bp_service.uploads import Upload, UploadRejected
 
-FORMATS = ("npz", "idx", "nmnist")
-SUFFIX = {"npz": ".npz", "idx": ".zip", "nmnist": ".zip"}
 MULTIPART_OVERHEAD = 64 * 1024  # headers and the small fields besides the file
 MAX_FIELD_BYTES = 1024
-
-
-class UploadRejected(Exception):
-    """The upload is refused; ``status_code``, a sentence, and the form field at fault."""
-
-    def __init__(self, status_code: int, detail: str, field: str = "file"):
-        super().__init__(detail)
-        self.status_code, self.detail, self.field = status_code, detail, field
-
-
-@dataclass
-class Upload:
-    path: Path
-    sha256: str
-    size_bytes: int
-    filename: str | None
-    fields: dict[str, str] = field(default_factory=dict)
 
 
 class _PartCollector:
@@ -151,47 +126,3 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
         target.unlink(missing_ok=True)
         raise
     return Upload(target, collector.digest.hexdigest(), collector.size, collector.filename, collector.fields)
-
-
-def inspect_archive(path: Path, settings: Settings, declared: str | None) -> str:
-    """Vet the archive's members (nothing is extracted) and return its format: ``npz`` (only .npy
-    members), ``nmnist`` (N-MNIST event files: .bin members) or ``idx`` (anything else)."""
-    if declared is not None and declared not in FORMATS:
-        raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                             f"format must be one of {list(FORMATS)}, got {declared!r}", "format")
-    if not zipfile.is_zipfile(path):
-        raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                             "unknown dataset format: expected an .npz file, or a zip of IDX or N-MNIST .bin files")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unreadable zip archive: {exc}") from None
-    if len(members) > settings.max_archive_members:
-        raise UploadRejected(status.HTTP_400_BAD_REQUEST,
-                             f"the archive holds {len(members)} members, more than {settings.max_archive_members}")
-    total = 0
-    for member in members:
-        try:
-            safe_relative_path(member.filename)
-        except UnsafePath as exc:
-            raise UploadRejected(status.HTTP_400_BAD_REQUEST, f"unsafe archive member: {exc}") from None
-        kind = stat.S_IFMT(member.external_attr >> 16)  # 0 when the writer stored no Unix mode (numpy)
-        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise UploadRejected(status.HTTP_400_BAD_REQUEST,
-                                 f"archive member {member.filename!r} is not a regular file or folder (links are refused)")
-        total += member.file_size
-        if member.file_size > (1 << 20) and member.file_size > settings.max_compression_ratio * max(member.compress_size, 1):
-            raise UploadRejected(status.HTTP_400_BAD_REQUEST,
-                                 f"archive member {member.filename!r} expands more than {settings.max_compression_ratio:g}-fold")
-    if total > settings.max_uncompressed_bytes:
-        raise UploadRejected(status.HTTP_413_CONTENT_TOO_LARGE,
-                             f"the archive expands to {total} bytes, more than {settings.max_uncompressed_bytes}")
-    files = [m.filename for m in members if not m.is_dir()]
-    if declared is not None:
-        return declared
-    if files and all(name.endswith(".npy") for name in files):
-        return "npz"
-    if any(name.lower().endswith(".bin") for name in files):
-        return "nmnist"
-    return "idx"

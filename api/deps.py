@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 
-from worker.services import Services
-from worker.store import JobRow, User
+from hm2bp_service.services import Services
+from hm2bp_service.store import JobRecord, UserRecord
 
 from .auth import current_user
 from .blocking import store_read
@@ -18,7 +18,7 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-UserDep = Annotated[User, Depends(current_user)]
+UserDep = Annotated[UserRecord, Depends(current_user)]
 
 
 def not_found(what: str, ident: str) -> HTTPException:
@@ -26,12 +26,12 @@ def not_found(what: str, ident: str) -> HTTPException:
 
 
 async def owned_job(request: Request, user: UserDep, services: ServicesDep,
-                    job_id: Annotated[str, Path(max_length=64)]) -> JobRow:
+                    job_id: Annotated[str, Path(max_length=64)]) -> JobRecord:
     """The caller's job; another user's job is a 404, exactly like a missing one."""
-    job = await store_read(request, services.store.get_job, user.id, job_id)
+    job = await store_read(request, services.store.jobs.get, user.id, job_id)
     if job is None:
         raise not_found("job", job_id)
     return job
 
 
-JobDep = Annotated[JobRow, Depends(owned_job)]
+JobDep = Annotated[JobRecord, Depends(owned_job)]

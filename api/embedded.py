@@ -20,9 +20,9 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from worker.niceness import carry_niceness_to_session
-from worker.settings import Settings
-from worker.store import JobStore, migrate
+from hm2bp_service.niceness import carry_niceness_to_session
+from hm2bp_service.settings import Settings
+from hm2bp_service.store import Store, migrate
 
 from .auth import create_token
 
@@ -109,7 +109,7 @@ def serve(host: str, port: int, data_dir: str | None, api_workers: int = 1) -> N
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.sqlalchemy_url)
-    token = create_token(JobStore.from_url(settings.sqlalchemy_url), os.environ.get("USER") or "local")
+    token = create_token(Store.from_url(settings.sqlalchemy_url), os.environ.get("USER") or "local")
     with _redis_url(settings) as redis_url:
         env = {**os.environ, "HM2BP_REDIS_URL": redis_url, "HM2BP_DATA_DIR": str(settings.data_dir)}
         os.environ.update(env)

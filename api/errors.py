@@ -12,15 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from hm2bp_service.errors import Refused, field_path
+
 log = logging.getLogger(__name__)
-
-
-def field_path(loc: Sequence[Any]) -> str:
-    """("body", "spec", "network", "layers", 0, "units") -> "spec.network.layers[0].units"."""
-    path = ""
-    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or (str(loc[0]) if loc else "body")
 
 
 def validation_errors(errors: Sequence[dict[str, Any]], prefix: Sequence[Any] = ()) -> list[dict[str, str]]:
@@ -30,10 +24,6 @@ def validation_errors(errors: Sequence[dict[str, Any]], prefix: Sequence[Any] = 
 def error_response(status_code: int, detail: str, errors: list[dict[str, str]] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status_code, headers=headers)
-
-
-def unprocessable(detail: str, field: str) -> JSONResponse:
-    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, detail, [{"field": field, "message": detail}])
 
 
 def install(app: FastAPI) -> None:
@@ -48,6 +38,10 @@ def install(app: FastAPI) -> None:
         errors = validation_errors(exc.errors())
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {summary}", errors)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return error_response(exc.status, exc.detail, exc.errors)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -10,23 +10,24 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from worker.store import STATES, JobStore
+from hm2bp_service.states import JobState
+from hm2bp_service.store import Store
 
 
 class JobStateCollector(Collector):
     """``hm2bp_jobs{state=...}``, counted in the database at scrape time."""
 
-    def __init__(self, store: JobStore):
+    def __init__(self, store: Store):
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("hm2bp_jobs", "jobs in the store, by state", labels=["state"])
         try:
-            counts = self.store.count_by_state()
+            counts = self.store.jobs.count_by_state()
         except Exception:  # the database is down: /readyz says so; report nothing
             return
-        for state in STATES:
-            family.add_metric([state], counts.get(state, 0))
+        for state in JobState:
+            family.add_metric([state.value], counts.get(state, 0))
         yield family
 
 
@@ -60,7 +61,7 @@ class RequestMetrics:
             self.latency.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
-def make_registry(store: JobStore) -> CollectorRegistry:
+def make_registry(store: Store) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(JobStateCollector(store))
     return registry

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, UrlConstraints
 
 from hm2bp_core.spec import TrainingSpec
+from hm2bp_service.states import JobState
 
-JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048), Field(
     description="http(s) URL that receives a signed POST when the job ends (see GET /v1/webhook-secret)")]
 
@@ -38,9 +38,14 @@ class Dataset(BaseModel):
     num_test: int
     num_classes: int
     input_shape: list[int]
+    time_steps: int | None = Field(None, description="steps per sample of spike data (null for images)")
     sha256: str | None
     size_bytes: int | None
     created_at: datetime | None
+    available: bool = Field(True, description="a job may use it now (false: a built-in whose files must be put "
+                            "on the service first; see note)")
+    note: str | None = Field(None, description="for a built-in not on the service yet: what its first job does, "
+                             "or how to provide its files")
 
 
 class DatasetList(BaseModel):

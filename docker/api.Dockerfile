@@ -2,6 +2,8 @@
 # (hm2bp_core, hence torch) but never trains, so the CPU build of torch is enough.
 #
 #   docker build -f docker/api.Dockerfile -t hm2bp-api .
+#
+# Every command this file runs is also run by tests/client/test_deployment.py.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -22,6 +24,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY hm2bp_core hm2bp_core
 COPY hm2bp_client hm2bp_client
+COPY hm2bp_service hm2bp_service
 COPY worker worker
 COPY api api
 ARG EXTRA_PACKAGES="s3fs"

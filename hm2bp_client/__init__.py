@@ -1,4 +1,5 @@
-"""Python client of the hm2bp training service; depends on httpx and httpx-sse only.
+"""Python client of the hm2bp training service; depends on httpx, httpx-sse and the job states
+(``hm2bp_service.states``, which imports nothing else).
 
     from hm2bp_client import Client
     with Client() as hm2bp:                      # HM2BP_URL / HM2BP_TOKEN or ~/.config/hm2bp/config.toml

@@ -19,10 +19,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from hm2bp_service.states import JobState
+
 from .client import Client
 from .errors import HM2BPError
 
-EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "cancelled": 2}
+EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2}
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 

@@ -22,10 +22,12 @@ from urllib.parse import quote
 import httpx
 import httpx_sse
 
+from hm2bp_service.states import TERMINAL
+
 from .config import resolve
 from .errors import APIError, HM2BPError, ServiceUnreachable, StreamUnavailable, WaitTimeout
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_STATES = TERMINAL  # the service's own set (hm2bp_service.states)
 STREAM_IDLE_SECONDS = 45.0  # the server sends a keep-alive comment every 15 s; longer silence is a dead link
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # between attempts to reopen a stream; reset by each event
 UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)  # the server vets the whole file before answering

@@ -71,5 +71,23 @@ def evaluate(
     typer.echo(json.dumps({"test_accuracy": accuracy}))
 
 
+kernels_app = typer.Typer(no_args_is_help=True, help="The compiled C++ CPU kernels.")
+app.add_typer(kernels_app, name="kernels")
+
+
+@kernels_app.command("build")
+def kernels_build() -> None:
+    """Build the CPU kernels (or find them in HM2BP_KERNEL_CACHE) and load them; prints the module's
+    file. Exits 1 with the reason when they cannot be built (training would use the slower tensor code).
+    Images and cluster set-ups run this once, so no job waits for a compiler."""
+    from .kernels import build_cpu_kernels
+
+    try:
+        module = build_cpu_kernels()
+    except Exception as exc:
+        fail(f"the CPU kernels could not be built: {exc}")
+    typer.echo(json.dumps({"kernels": "cpu", "module": str(getattr(module, "__file__", ""))}))
+
+
 if __name__ == "__main__":
     app()

@@ -34,7 +34,7 @@ from .checkpoint import (
     save_model,
 )
 from .augment import random_grids, warp
-from .data import Dataset
+from .data import Dataset, DatasetFacts
 from .encoding import rate_encode
 from .network import SpikingNetwork
 from .objective import predict
@@ -61,9 +61,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
-    """Raise ValueError naming the spec field when ``dataset`` cannot be trained with ``spec``."""
-    if spec.network.input_shape is not None and tuple(spec.network.input_shape) != dataset.input_shape:
+def check_fit(spec: TrainingSpec, dataset: DatasetFacts) -> None:
+    """Raise ValueError naming the spec field when a dataset with these facts cannot be trained
+    with ``spec`` (``Dataset.facts()``; the service checks the facts it recorded at upload)."""
+    if spec.network.input_shape is not None and tuple(spec.network.input_shape) != tuple(dataset.input_shape):
         raise ValueError(
             f"network.input_shape is {list(spec.network.input_shape)} but the dataset's samples have shape "
             f"{list(dataset.input_shape)}"
@@ -75,9 +76,9 @@ def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
     if dataset.kind == "spikes":
         if spec.encoding.kind != "spikes":
             raise ValueError("encoding.kind must be 'spikes' for a dataset of spike rasters")
-        steps = int(dataset.x_train.shape[1])
-        if steps != spec.encoding.time_steps:
-            raise ValueError(f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have {steps} steps")
+        if dataset.time_steps is not None and dataset.time_steps != spec.encoding.time_steps:
+            raise ValueError(f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have "
+                             f"{dataset.time_steps} steps")
     elif spec.encoding.kind != "rate":
         raise ValueError("encoding.kind must be 'rate' for a dataset of images")
     if spec.augmentation.enabled and (dataset.kind != "image" or len(dataset.input_shape) != 2):
@@ -98,7 +99,7 @@ class Trainer:
     def __init__(self, spec: TrainingSpec, dataset: Dataset, out_dir: Path, *,
                  callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
                  progress_bar: bool = False):
-        check_fit(spec, dataset)
+        check_fit(spec, dataset.facts())
         self.spec, self.dataset, self.out_dir = spec, dataset, Path(out_dir)
         self.callback = callback or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)

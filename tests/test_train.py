@@ -55,10 +55,10 @@ def test_spec_rejects_unknown_and_bad_fields(tmp_path):
 def test_check_fit_names_the_field():
     digits = load_dataset("builtin:digits")
     with pytest.raises(ValueError, match=r"network.input_shape is \[28, 28\]"):
-        check_fit(TrainingSpec.model_validate({"network": {"input_shape": [28, 28]}}), digits)
+        check_fit(TrainingSpec.model_validate({"network": {"input_shape": [28, 28]}}), digits.facts())
     spec = TrainingSpec.model_validate({"network": {"layers": [{"type": "dense", "units": 5, "threshold": 1}]}})
     with pytest.raises(ValueError, match="network.layers\\[-1\\].units is 5 but the dataset has 10 classes"):
-        check_fit(spec, digits)
+        check_fit(spec, digits.facts())
 
 
 def test_callbacks_cancel_and_divergence(tmp_path):

@@ -25,8 +25,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .niceness import carry_niceness_to_session
-from .services import Services, get_services, job_key
+from hm2bp_service.datasets import open_dataset
+from hm2bp_service.niceness import carry_niceness_to_session
+from hm2bp_service.services import Services, get_services, job_key
 
 
 def finite(value: Any) -> Any:
@@ -82,10 +83,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
 
-    from .datasets import open_dataset
-
     store, bus, artifacts, settings = services.store, services.bus, services.artifacts, services.settings
-    job = store.job_by_id(job_id)
+    job = store.jobs.by_id(job_id)
     key = job_key(job_id)
     run_dir = artifacts.local_path(key) or settings.work_dir / job_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +94,9 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     def callback(event: dict[str, Any]) -> None:
         data = finite({k: v for k, v in event.items() if k != "type"})
         if event["type"] == "progress":
-            store.record_progress(job_id, data)
+            store.jobs.record_progress(job_id, data)
         elif event["type"] == "epoch":
-            store.record_epoch(job_id, data)
+            store.jobs.record_epoch(job_id, data)
             artifacts.push_dir(run_dir / "checkpoint", f"{key}/checkpoint")
         bus.publish(job_id, event["type"], data)
 

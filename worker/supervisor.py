@@ -6,8 +6,8 @@
    ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
    SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
 3. Record the outcome: succeeded, cancelled, failed (deterministic faults, with the reason and
-   the last log lines), or — when the child died without an outcome, a platform fault — back to
-   ``queued`` for another attempt, up to the job's ``max_attempts``.
+   the last log lines), or — when the child died without an outcome, a platform fault —
+   ``lifecycle.requeue_or_give_up``.
 
 If the lease is lost meanwhile (the sweeper gave the job to another worker), the child is
 killed and nothing is recorded: the new owner is in charge.
@@ -25,12 +25,13 @@ import sys
 import time
 from typing import Any
 
-from .services import Services
-from .store import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from hm2bp_service import lifecycle
+from hm2bp_service.services import Services
+from hm2bp_service.states import JobState
+from hm2bp_service.store import JobRecord
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
-LOG_TAIL = 20
 
 
 class Supervisor:
@@ -39,13 +40,13 @@ class Supervisor:
         self.store, self.bus, self.settings = services.store, services.bus, services.settings
 
     def run(self) -> None:
-        lease = self.store.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
+        lease = self.store.jobs.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
         if lease.job is None:
             log.info("job %s not run by %s: %s", self.job_id, self.owner, lease.reason)
             return
         job = lease.job
-        if job.attempts > job.max_attempts:
-            self._fail(job, "platform_fault", f"The job was given up after {job.max_attempts} attempts: its worker "
+        if lifecycle.over_attempts(job):
+            self._fail("platform_fault", f"The job was given up after {job.max_attempts} attempts: its worker "
                        "was lost every time (killed, out of host memory, or the machine went away).")
             return
         if job.attempts > 1:
@@ -84,13 +85,13 @@ class Supervisor:
                 now = time.monotonic()
                 if now - renewed >= renew_every:
                     renewed = now
-                    if self.store.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
+                    if self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
                         log.warning("job %s: lease lost by %s; stopping its run", self.job_id, self.owner)
                         self._signal(child, signal.SIGKILL)
                         return None
                 if cancelled_at is None:
-                    job = self.store.job_by_id(self.job_id)
-                    if job is not None and job.state == CANCELLING:
+                    job = self.store.jobs.by_id(self.job_id)
+                    if job is not None and job.state == JobState.CANCELLING:
                         self._tell(child, "cancel")
                         cancelled_at = now
                 elif now - cancelled_at > 2 * grace + 1:
@@ -126,47 +127,23 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def _record(self, job: Job, outcome: dict[str, Any]) -> None:
+    def _record(self, job: JobRecord, outcome: dict[str, Any]) -> None:
         status = outcome["status"]
         if status == "succeeded":
             metrics = outcome["metrics"]
-            self.store.record_final_metrics(self.job_id, metrics["epochs"], metrics["final"])
+            self.store.jobs.record_final_metrics(self.job_id, metrics["epochs"], metrics["final"])
             accuracy = metrics["final"].get("test_accuracy")
             reason = "training finished" + (f": test accuracy {accuracy:.4f}" if accuracy is not None else "")
-            self._finish(SUCCEEDED, reason)
+            lifecycle.transition(self.services, self.job_id, JobState.SUCCEEDED, reason, owner=self.owner)
         elif status == "cancelled":
-            self._finish(CANCELLED, "cancelled by the user")
+            lifecycle.transition(self.services, self.job_id, JobState.CANCELLED, "cancelled by the user",
+                                 owner=self.owner)
         elif status == "failed":
-            self._fail(job, outcome["reason"], outcome["message"])
+            self._fail(outcome["reason"], outcome["message"])
         else:
             why = outcome.get("why") or f"exit code {outcome.get('exitcode')}"
-            self._retry(job, f"the training process of attempt {job.attempts} died ({why})")
+            lifecycle.requeue_or_give_up(self.services, job, f"the training process of attempt {job.attempts} died "
+                                         f"({why})", owner=self.owner)
 
-    def _finish(self, state: str, reason: str, values: dict[str, Any] | None = None) -> None:
-        event = self.store.transition(self.job_id, state, reason, expect=(RUNNING, CANCELLING), owner=self.owner,
-                                      values=values)
-        if event is not None:
-            self.bus.push(event)
-
-    def _fail(self, job: Job, reason: str, message: str) -> None:
-        error = {"reason": reason, "message": message, "log_tail": self.store.last_logs(self.job_id, LOG_TAIL)}
-        self._finish(FAILED, message, {"error": error})
-
-    def _retry(self, job: Job, why: str) -> None:
-        from .celery_app import dispatch
-
-        if job.attempts >= job.max_attempts:
-            self._fail(job, "platform_fault", f"The job was given up after {job.attempts} attempts; the last one "
-                       f"ended because {why}.")
-            return
-        current = self.store.job_by_id(self.job_id)
-        if current is not None and current.state == CANCELLING:
-            self._finish(CANCELLED, f"cancelled by the user ({why})")
-            return
-        event = self.store.transition(
-            self.job_id, QUEUED, f"{why}; re-queued for attempt {job.attempts + 1}", expect=(RUNNING,),
-            owner=self.owner, values={"lease_owner": None, "lease_until": None, "dispatched_at": None},
-        )
-        if event is not None:
-            self.bus.push(event)
-            dispatch(self.store, self.job_id, job.queue)
+    def _fail(self, reason: str, message: str) -> None:
+        lifecycle.fail(self.services, self.job_id, reason, message, owner=self.owner)

@@ -1,8 +1,8 @@
 """The sweeper: a thread in each worker's main process that repairs what crashes leave behind.
 
-Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was lost): a
-``cancelling`` one becomes ``cancelled``, one with attempts left goes back to ``queued`` and is
-dispatched again (the next worker resumes it from its checkpoint), the others fail; and
+Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was lost) and applies
+``lifecycle.requeue_or_give_up`` to each (a ``cancelling`` one becomes ``cancelled``, one with
+attempts left goes back to ``queued`` and is dispatched again, the others fail); and
 (2) dispatches queued jobs whose message was never sent (the broker was down at submission).
 Every change is a conditional update, so any number of workers may sweep at once.
 """
@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from .celery_app import dispatch
-from .services import Services, get_services
-from .store import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING
+from hm2bp_service import lifecycle
+from hm2bp_service.services import Services
 
 log = logging.getLogger(__name__)
-_running: "Sweeper | None" = None
+_running: Sweeper | None = None
 
 
 class Sweeper(threading.Thread):
@@ -34,36 +33,22 @@ class Sweeper(threading.Thread):
                 log.exception("sweep failed")
 
     def sweep(self) -> None:
-        store, bus = self.services.store, self.services.bus
-        for job in store.expired_leases():
-            lost = f"the lease of {job.lease_owner} expired (worker lost)"
-            if job.state == CANCELLING:
-                event = store.transition(job.id, CANCELLED, f"cancelled; {lost}", expect=(CANCELLING,),
+        jobs = self.services.store.jobs
+        for job in jobs.expired_leases():
+            lifecycle.requeue_or_give_up(self.services, job, f"the lease of {job.lease_owner} expired (worker lost)",
                                          lease_expired=True)
-            elif job.attempts >= job.max_attempts:
-                message = f"The job was given up after {job.attempts} attempts: {lost} each time."
-                event = store.transition(job.id, FAILED, message, expect=(RUNNING,), lease_expired=True, values={
-                    "error": {"reason": "platform_fault", "message": message, "log_tail": store.last_logs(job.id, 20)}})
-            else:
-                event = store.transition(
-                    job.id, QUEUED, f"{lost}; re-queued for attempt {job.attempts + 1}", expect=(RUNNING,),
-                    lease_expired=True, values={"lease_owner": None, "lease_until": None, "dispatched_at": None})
-            if event is not None:
-                bus.push(event)
-                if event.data["state"] == QUEUED:
-                    dispatch(store, job.id, job.queue)
-        for job in store.undispatched(older_than=self.services.settings.sweep_seconds):
-            dispatch(store, job.id, job.queue)
+        for job in jobs.undispatched(older_than=self.services.settings.sweep_seconds):
+            lifecycle.dispatch(self.services, job.id, job.queue)
 
 
-def start_sweeper() -> None:
+def start(services: Services) -> None:
     global _running
     if _running is None:
-        _running = Sweeper(get_services())
+        _running = Sweeper(services)
         _running.start()
 
 
-def stop_sweeper() -> None:
+def stop() -> None:
     global _running
     if _running is not None:
         _running.stopped.set()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-from .celery_app import TRAIN_TASK, app
-from .services import get_services
+from hm2bp_service.dispatch import TRAIN_TASK
+from hm2bp_service.services import get_services
+
+from .celery_app import app
 from .supervisor import Supervisor
 
 

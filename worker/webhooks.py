@@ -1,6 +1,6 @@
 """Webhook delivery: a signed JSON POST to a job's ``webhook_url`` on its terminal state.
 
-The row is written by ``JobStore.transition`` in the transaction that ends the job (an outbox),
+The row is written by ``Jobs.transition`` (``hm2bp_service.store.webhooks``) in the transaction that ends the job (an outbox),
 so a job that ended has exactly one delivery, whichever process ended it. A ``WebhookSender``
 thread in every worker's main process (beside the sweeper; never in the training pool, which may
 be busy for days) sends due deliveries: each attempt is claimed by a conditional UPDATE, so any
@@ -35,8 +35,8 @@ import time
 
 import httpx
 
-from .services import Services
-from .store import WebhookDelivery
+from hm2bp_service.services import Services
+from hm2bp_service.store import WebhookDeliveryRecord
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 3600.0
@@ -49,7 +49,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def signed_headers(secret: str, delivery: WebhookDelivery, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(secret: str, delivery: WebhookDeliveryRecord, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     timestamp = int(time.time()) if timestamp is None else timestamp
     return {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-HM2BP-Event": delivery.event,
             "X-HM2BP-Delivery": delivery.id, "X-HM2BP-Timestamp": str(timestamp),
@@ -84,8 +84,8 @@ class WebhookSender(threading.Thread):
         """Attempt every due delivery once; how many were attempted."""
         store, settings = self.services.store, self.services.settings
         sent = 0
-        for due in store.due_webhooks():
-            claimed = store.claim_webhook(due.id, hold_seconds=settings.webhook_timeout_seconds + 30)
+        for due in store.webhooks.due():
+            claimed = store.webhooks.claim(due.id, hold_seconds=settings.webhook_timeout_seconds + 30)
             if claimed is None:
                 continue
             delivery, secret = claimed
@@ -93,14 +93,14 @@ class WebhookSender(threading.Thread):
             delivered = status is not None and 200 <= status < 300
             retry_in = None if delivered or delivery.attempts >= settings.webhook_max_attempts else \
                 backoff(delivery.attempts, settings.webhook_backoff_seconds)
-            store.record_webhook_attempt(delivery.id, delivered=delivered, status=status, error=error, retry_in=retry_in)
+            store.webhooks.record_attempt(delivery.id, delivered=delivered, status=status, error=error, retry_in=retry_in)
             if not delivered:
                 log.warning("webhook %s of job %s, attempt %d: %s%s", delivery.id, delivery.job_id, delivery.attempts,
                             error or f"HTTP {status}", "" if retry_in is None else f"; again in {retry_in:.0f} s")
             sent += 1
         return sent
 
-    def _post(self, delivery: WebhookDelivery, secret: str) -> tuple[int | None, str | None]:
+    def _post(self, delivery: WebhookDeliveryRecord, secret: str) -> tuple[int | None, str | None]:
         body = delivery.body.encode()
         try:
             response = self.http.post(delivery.url, content=body, headers=signed_headers(secret, delivery, body))
@@ -113,14 +113,14 @@ class WebhookSender(threading.Thread):
 _running: WebhookSender | None = None
 
 
-def start_webhook_sender(services: Services) -> None:
+def start(services: Services) -> None:
     global _running
     if _running is None:
         _running = WebhookSender(services)
         _running.start()
 
 
-def stop_webhook_sender() -> None:
+def stop() -> None:
     global _running
     if _running is not None:
         _running.stopped.set()

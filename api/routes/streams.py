@@ -55,7 +55,7 @@ async def job_stream(websocket: WebSocket, job_id: str,
     user = await store_read(websocket, authenticate, websocket)
     if user is None:
         return await _refuse(websocket, 401, "missing, invalid or revoked API token")
-    job = await store_read(websocket, services.store.get_job, user.id, job_id)
+    job = await store_read(websocket, services.store.jobs.get, user.id, job_id)
     if job is None:
         return await _refuse(websocket, 404, f"job {job_id!r} not found")
     await websocket.accept()

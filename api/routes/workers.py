@@ -25,7 +25,7 @@ async def list_workers(user: UserDep, services: ServicesDep) -> schemas.WorkerLi
     except redis.RedisError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the worker registry (Redis) is unreachable: {exc}")
     live = [info for info in live if isinstance(info, dict) and isinstance(info.get("name"), str)]
-    running = await asyncio.to_thread(services.store.jobs_run_by, [info["name"] for info in live])
+    running = await asyncio.to_thread(services.store.jobs.run_by, [info["name"] for info in live])
     items = []
     for info in live:
         jobs = [schemas.WorkerJob(id=job.id if job.user_id == user.id else None, state=job.state)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .builtin import BUILTINS, FOLDERS
-from .dataset import Dataset, DatasetError
+from .builtin import BUILTINS, Builtin
+from .dataset import Dataset, DatasetError, DatasetFacts
 from .emnist import emnist_splits, read_emnist
 from .events import SpikeRaster
 from .idx import read_idx, read_idx_dataset
@@ -21,7 +21,7 @@ from .npz import read_npz
 
 __all__ = [
     "Dataset", "DatasetError", "SpikeRaster", "load_dataset", "read_idx", "read_idx_dataset", "read_npz",
-    "read_nmnist", "read_emnist", "BUILTINS",
+    "read_nmnist", "read_emnist", "BUILTINS", "Builtin", "DatasetFacts",
 ]
 
 
@@ -33,9 +33,10 @@ def load_dataset(ref: str | Path, *, data_dir: str | Path | None = None) -> Data
         name = text.split(":", 1)[1]
         if name not in BUILTINS:
             raise DatasetError(f"unknown built-in dataset {text!r}; available: {sorted('builtin:' + n for n in BUILTINS)}")
-        if name == "digits":
-            return BUILTINS[name]()
-        return BUILTINS[name](Path(data_dir) / FOLDERS.get(name, name) if data_dir else None)
+        builtin = BUILTINS[name]
+        if builtin.download_bytes == 0:
+            return builtin.load()
+        return builtin.load(Path(data_dir) / builtin.folder if data_dir else None)
     path = Path(text)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")

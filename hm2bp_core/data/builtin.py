@@ -21,13 +21,16 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, DatasetError
+from .dataset import Dataset, DatasetError, DatasetFacts
 from .emnist import emnist_splits, read_emnist
 from .idx import read_idx_dataset
+from .nmnist import TIME_STEPS as NMNIST_TIME_STEPS
 from .nmnist import read_nmnist
 from .npz import read_npz
 
@@ -164,13 +167,49 @@ def digits() -> Dataset:
     return Dataset("digits", x[:cut], y[:cut], x[cut:], y[cut:], scale=16.0, source="builtin:digits")
 
 
-BUILTINS = {
-    "mnist": mnist,
-    "digits": digits,
-    "emnist-balanced": functools.partial(emnist, "balanced"),
-    "emnist-letters": functools.partial(emnist, "letters"),
-    "emnist-digits": functools.partial(emnist, "digits"),
-    "nmnist": nmnist,
-}
-# the sub-folder of a caller's data_dir that a built-in reads (the EMNIST splits share one archive)
-FOLDERS = {"emnist-balanced": "emnist", "emnist-letters": "emnist", "emnist-digits": "emnist"}
+@dataclass(frozen=True)
+class Builtin:
+    """One built-in dataset: how to load it, its facts (known without loading it), where its files
+    live under a data folder, and how a user provides them when they cannot be downloaded."""
+
+    name: str
+    load: Callable[..., Dataset]  # (folder | None, allow_download=...) -> Dataset; digits takes nothing
+    facts: DatasetFacts
+    folder: str  # the sub-folder of a data folder that it reads
+    download_bytes: int  # what a first use downloads (0: bundled with a package)
+    provide: str  # how to put its files in place by hand
+
+    def present(self, data_dir: Path | None = None) -> bool:
+        """Whether its files are in ``data_dir``/``folder`` (or bundled), so no download is needed."""
+        if self.download_bytes == 0:
+            return True
+        folder = (Path(data_dir) if data_dir else default_data_dir()) / self.folder
+        if self.name == "mnist":
+            return (folder / "mnist.npz").exists() or all((folder / n).exists() for n in MNIST_FILES) or \
+                all((folder / n.removesuffix(".gz")).exists() for n in MNIST_FILES)
+        if self.name.startswith("emnist-"):
+            split = self.name.split("-", 1)[1]
+            return (folder / "gzip.zip").exists() or (folder.is_dir() and split in emnist_splits(folder))
+        return all((folder / n).exists() for n in NMNIST_FILES) or \
+            ((folder / "Train").is_dir() and (folder / "Test").is_dir())
+
+
+def _emnist(split: str, classes: int, train: int, test: int) -> Builtin:
+    return Builtin(f"emnist-{split}", functools.partial(emnist, split),
+                   DatasetFacts(f"emnist-{split}", "image", (28, 28), classes, train, test), "emnist", 561_753_746,
+                   f"put NIST's gzip.zip, or the four emnist-{split}-*-idx?-ubyte files, into the folder")
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in (
+    Builtin("mnist", mnist, DatasetFacts("mnist", "image", (28, 28), 10, 60_000, 10_000), "mnist", 11_594_722,
+            "put the four MNIST IDX files (train-images-idx3-ubyte.gz ...) or a mnist.npz into the folder"),
+    Builtin("digits", digits, DatasetFacts("digits", "image", (8, 8), 10, 1797 - DIGITS_TEST_SIZE, DIGITS_TEST_SIZE),
+            "digits", 0, "nothing to do: scikit-learn ships it"),
+    _emnist("balanced", 47, 112_800, 18_800),
+    _emnist("letters", 26, 124_800, 20_800),
+    _emnist("digits", 10, 240_000, 40_000),
+    Builtin("nmnist", nmnist, DatasetFacts("nmnist", "spikes", (2, 34, 34), 10, 60_000, 10_000, NMNIST_TIME_STEPS),
+            "nmnist", 1_104_067_456,
+            "put Train.zip and Test.zip of N-MNIST (Orchard et al., Mendeley Data 468j46mzdv), or their Train/ "
+            "and Test/ folders, into the folder"),
+)}

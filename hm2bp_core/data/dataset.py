@@ -13,6 +13,20 @@ class DatasetError(ValueError):
     """A dataset file is missing, corrupt, truncated or inconsistent; the message names file and fault."""
 
 
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a fit check needs to know of a dataset, without its samples: recorded once (at upload,
+    or in the registry of built-ins) so that nothing has to load a dataset to refuse a job."""
+
+    name: str
+    kind: Literal["image", "spikes"]
+    input_shape: tuple[int, ...]  # one sample, without the time axis of spike data
+    num_classes: int
+    num_train: int
+    num_test: int
+    time_steps: int | None = None  # spike data: steps per sample
+
+
 @dataclass
 class Dataset:
     """Train and test arrays of one dataset.
@@ -43,6 +57,14 @@ class Dataset:
         """Shape of one sample, without the time axis for spike data."""
         shape = tuple(int(s) for s in self.x_train.shape[1:])
         return shape[1:] if self.kind == "spikes" else shape
+
+    @property
+    def time_steps(self) -> int | None:
+        return int(self.x_train.shape[1]) if self.kind == "spikes" else None
+
+    def facts(self) -> DatasetFacts:
+        return DatasetFacts(self.name, self.kind, self.input_shape, self.num_classes, len(self.x_train),
+                            len(self.x_test), self.time_steps)
 
     @property
     def input_size(self) -> int:

@@ -33,21 +33,28 @@ def _cpu_key() -> bytes:
     return "\n".join(sorted(set(wanted)) or [platform.machine(), platform.processor()]).encode()
 
 
+def build_cpu_kernels():
+    """Build ``cpu.cpp`` (or load it from its cache folder) and return the module; raises when it
+    cannot be built. ``hm2bp kernels build`` calls this, so images and clusters build it once."""
+    import torch
+    from torch.utils.cpp_extension import load
+
+    source = Path(__file__).with_name("cpu.cpp")
+    digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + _cpu_key()).hexdigest()[:16]
+    cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
+    build = cache / f"cpu-{digest}"
+    build.mkdir(parents=True, exist_ok=True)
+    return load("hm2bp_cpu", sources=[str(source)], extra_cflags=["-O3", "-march=native"],
+                build_directory=str(build), verbose=False)
+
+
 @functools.cache
 def cpu_kernels():
+    """The kernels module, or None (disabled, or the build failed: then the tensor code runs)."""
     if os.environ.get("HM2BP_NO_EXTENSIONS") == "1":
         return None
     try:
-        import torch
-        from torch.utils.cpp_extension import load
-
-        source = Path(__file__).with_name("cpu.cpp")
-        digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + _cpu_key()).hexdigest()[:16]
-        cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
-        build = cache / f"cpu-{digest}"
-        build.mkdir(parents=True, exist_ok=True)
-        return load("hm2bp_cpu", sources=[str(source)], extra_cflags=["-O3", "-march=native"],
-                    build_directory=str(build), verbose=False)
+        return build_cpu_kernels()
     except Exception as exc:  # no compiler, no ninja, read-only cache: fall back, loudly
         log.warning("hm2bp: the C++ kernels could not be built (%s); using the (slower) tensor code", exc)
         return None

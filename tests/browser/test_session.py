@@ -11,7 +11,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from api.app import create_app
-from worker.settings import Settings
+from hm2bp_service.settings import Settings
 
 from .conftest import TINY_SPEC
 

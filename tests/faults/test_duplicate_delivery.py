@@ -10,8 +10,8 @@ import time
 import psutil
 
 from service.harness import TINY_SPEC, wait_worker
-from worker.celery_app import TRAIN_TASK, make_celery
-from worker.settings import Settings
+from hm2bp_service.dispatch import Dispatcher
+from hm2bp_service.settings import Settings
 
 from .conftest import TERMINAL
 
@@ -36,12 +36,12 @@ def test_duplicate_message_never_trains_twice(cluster):
     spec = copy.deepcopy(TINY_SPEC)
     spec["encoding"]["time_steps"] = 100
     spec["training"].update(epochs=3, batch_size=8, max_train_samples=600)
-    celery = make_celery(Settings(redis_url=cluster.redis.url))
+    dispatcher = Dispatcher(Settings(redis_url=cluster.redis.url))
 
     seen: list[set[int]] = []
     stop = threading.Event()
     job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": spec}).json()
-    celery.send_task(TRAIN_TASK, args=[job["id"]], queue=job["queue"])  # a duplicate, at once: the workers race
+    dispatcher.send(job["id"], job["queue"])  # a duplicate, at once: the workers race
 
     def watch() -> None:
         while not stop.is_set():
@@ -55,12 +55,12 @@ def test_duplicate_message_never_trains_twice(cluster):
         while not client.get(f"/v1/jobs/{job['id']}").json()["progress"]:
             assert time.monotonic() < deadline, cluster.worker_logs()
             time.sleep(0.1)
-        celery.send_task(TRAIN_TASK, args=[job["id"]], queue=job["queue"])  # a redelivery in the middle of the run
+        dispatcher.send(job["id"], job["queue"])  # a redelivery in the middle of the run
         done = cluster.service.wait_for(job["id"], TERMINAL, seconds=120)
     finally:
         stop.set()
         watcher.join()
-        celery.close()
+        dispatcher.close()
 
     assert done["state"] == "succeeded" and done["attempts"] == 1, cluster.worker_logs()
     assert max(len(pids) for pids in seen) == 1  # never two trainers at once ...

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from service.harness import TINY_SPEC
 from service.test_training_jobs import stream_events
-from worker.events import stream_key
+from hm2bp_service.events import stream_key
 
 from .conftest import FAULT_SPEC, TERMINAL
 from .test_worker_loss import wait_for_progress

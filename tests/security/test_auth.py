@@ -38,7 +38,7 @@ def flatten(routes, prefix: str = ""):
 def routes(tmp_path_factory):
     """(kind, method, path template) of every route of an app built with this checkout's code."""
     from api.app import create_app
-    from worker.settings import Settings
+    from hm2bp_service.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("routes"), redis_url="redis://127.0.0.1:1/0"))
     found = []

@@ -89,7 +89,7 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path, api_worker
 def test_a_niced_process_in_a_new_session_carries_its_niceness_to_the_session():
     """What a training run does first (worker.child): with autogroup, its nice value alone would
     not rank it below the API, which is in another session."""
-    probe = ("import os; os.nice(7); from worker.niceness import carry_niceness_to_session as carry; "
+    probe = ("import os; os.nice(7); from hm2bp_service.niceness import carry_niceness_to_session as carry; "
              "before = open('/proc/self/autogroup').read(); carry(); print(before.split()[-1], "
              "open('/proc/self/autogroup').read().split()[-1])")
     before, after = subprocess.run([sys.executable, "-c", probe], cwd=REPO, start_new_session=True,

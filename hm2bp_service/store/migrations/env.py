@@ -1,8 +1,9 @@
-"""Alembic environment: migrations run programmatically by ``worker.store.migrate(url)``."""
+"""Alembic environment: migrations run programmatically by ``hm2bp_service.store.migrate(url)``."""
 
 from alembic import context
 
-from worker.store import Base, make_engine
+from hm2bp_service.store.database import make_engine
+from hm2bp_service.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -33,7 +33,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from .store import TERMINAL, Event, JobStore
+from .states import TERMINAL
+from .store import Event, Store
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # a quiet stream sends the feed back to the database this often
@@ -53,7 +54,7 @@ def is_final(envelope: dict[str, Any]) -> bool:
 class EventBus:
     """Publishes job events (database + Redis Stream) and follows them for clients."""
 
-    def __init__(self, store: JobStore, redis_url: str, prefix: str, maxlen: int):
+    def __init__(self, store: Store, redis_url: str, prefix: str, maxlen: int):
         self.store, self.redis_url, self.prefix, self.maxlen = store, redis_url, prefix, maxlen
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         # the feeds of each event loop (an API process has one; test clients may start others)
@@ -61,7 +62,7 @@ class EventBus:
             weakref.WeakKeyDictionary()
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> Event:
-        event = self.store.append_event(job_id, type_, data)
+        event = self.store.events.append(job_id, type_, data)
         self.push(event)
         return event
 
@@ -131,7 +132,7 @@ class EventBus:
                              ) -> AsyncIterator[dict[str, Any]]:
         """Stored envelopes with ``after < seq`` (and ``seq < before``), page by page."""
         while True:
-            events = await asyncio.to_thread(self.store.events_after, job_id, after)
+            events = await asyncio.to_thread(self.store.events.after, job_id, after)
             for event in events:
                 if before is not None and event.seq >= before:
                     return
@@ -142,7 +143,7 @@ class EventBus:
 
     async def _ended_before(self, job_id: str, last: int) -> bool:
         """The job ended and its final state event is at or before the cursor."""
-        job = await asyncio.to_thread(self.store.job_by_id, job_id)
+        job = await asyncio.to_thread(self.store.jobs.by_id, job_id)
         return job is None or (job.state in TERMINAL and job.event_seq <= last)
 
 
@@ -221,7 +222,7 @@ class JobFeed:
                 entries, cursor = await self._read(client, cursor)
                 if not entries:  # quiet, or Redis unreachable: look for what the stream may lack
                     try:
-                        events = await asyncio.to_thread(store.events_after, self.job_id, newest)
+                        events = await asyncio.to_thread(store.events.after, self.job_id, newest)
                     except Exception as exc:  # the database is down: followers wait, nothing is lost
                         log.warning("polling the events of %s failed (%s)", self.job_id, exc)
                         await asyncio.sleep(POLL_SECONDS)
@@ -237,7 +238,7 @@ class JobFeed:
         """The job's newest event seq in the database (retried while the database is down)."""
         while True:
             try:
-                job = await asyncio.to_thread(self.bus.store.job_by_id, self.job_id)
+                job = await asyncio.to_thread(self.bus.store.jobs.by_id, self.job_id)
                 return job.event_seq if job is not None else 0
             except Exception as exc:
                 log.warning("reading job %s failed (%s)", self.job_id, exc)

@@ -9,7 +9,7 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-import worker.store
+import hm2bp_service.store.schema
 
 revision = '0002'
 down_revision = '0001'
@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('dataset', sa.String(length=64), nullable=False),
     sa.Column('spec', sa.JSON(), nullable=False),
     sa.Column('grid', sa.JSON(), nullable=False),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -53,11 +53,11 @@ def upgrade() -> None:
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.Column('last_status', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('delivered_at', worker.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('job_id', 'event', name='uq_webhook_deliveries_job_event')

@@ -1,7 +1,5 @@
-"""Live workers: each worker's main process keeps a Redis key ``PREFIX worker:NAME`` (JSON: name,
-host, pid, queues, concurrency, device, started_at, last_seen) with a TTL of three heartbeats, so
-a worker that dies drops out of ``GET /v1/workers`` within that time. The jobs a worker runs are
-read from the job store (their lease owners start with the worker's name).
+"""The worker's heartbeat: a thread in its main process that keeps its entry in the registry of
+live workers (``hm2bp_service.workers``) fresh, with its queues and device.
 
 The device is probed in a separate interpreter: importing torch and asking for CUDA properties in
 the worker's main process would initialise CUDA in the parent of forked pool processes.
@@ -22,8 +20,10 @@ from typing import Any
 
 import redis
 
+from hm2bp_service.services import Services
+from hm2bp_service.workers import MISSED_BEATS, WorkerRegistry
+
 log = logging.getLogger(__name__)
-MISSED_BEATS = 3
 PROBE = """
 import json, os, torch
 if torch.cuda.is_available():
@@ -58,37 +58,6 @@ def probe_device(timeout: float = 120) -> dict[str, Any]:
     if found.get("kind") != "cuda":
         found = {"kind": "cpu", "name": cpu_model(), "cores": os.cpu_count()}
     return found
-
-
-def worker_key(prefix: str, name: str) -> str:
-    return f"{prefix}worker:{name}"
-
-
-class WorkerRegistry:
-    """Reads and writes the live-worker keys."""
-
-    def __init__(self, redis_url: str, prefix: str):
-        self.prefix = prefix
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-
-    def announce(self, info: dict[str, Any], ttl_seconds: float) -> None:
-        self._redis.set(worker_key(self.prefix, info["name"]), json.dumps(info), px=int(ttl_seconds * 1000))
-
-    def withdraw(self, name: str) -> None:
-        self._redis.delete(worker_key(self.prefix, name))
-
-    def live(self) -> list[dict[str, Any]]:
-        keys = sorted(self._redis.scan_iter(match=worker_key(self.prefix, "*"), count=500))
-        found = []
-        for value in self._redis.mget(keys) if keys else []:
-            try:
-                found.append(json.loads(value))
-            except (TypeError, ValueError):  # expired between SCAN and MGET, or not ours
-                continue
-        return found
-
-    def close(self) -> None:
-        self._redis.close()
 
 
 class Heartbeat(threading.Thread):
@@ -129,15 +98,17 @@ def now_iso() -> str:
 _running: Heartbeat | None = None
 
 
-def start_heartbeat(redis_url: str, prefix: str, name: str, queues: list[str], concurrency: int,
-                    interval: float) -> None:
+def start(services: Services, name: str, queues: list[str], concurrency: int) -> None:
+    """Announce this worker every ``worker_heartbeat_seconds`` from a thread (its own registry client)."""
     global _running
+    settings = services.settings
     if _running is None:
-        _running = Heartbeat(WorkerRegistry(redis_url, prefix), name, queues, concurrency, interval)
+        _running = Heartbeat(WorkerRegistry(settings.redis_client_url, settings.redis_prefix), name, queues,
+                             concurrency, settings.worker_heartbeat_seconds)
         _running.start()
 
 
-def stop_heartbeat() -> None:
+def stop() -> None:
     global _running
     if _running is not None:
         _running.stopped.set()

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
                                            "doubled after each further failure (at most an hour)")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts of one webhook delivery before it is given up")
     webhook_poll_seconds: float = Field(1.0, gt=0, description="how often each worker looks for due webhooks")
+    builtin_download_limit_bytes: int = Field(
+        100 << 20, ge=0, description="a built-in dataset absent from DATA_DIR/builtin is downloaded by the first job "
+        "that uses it when its download is at most this size (MNIST: 12 MB); larger ones (EMNIST, N-MNIST) must be "
+        "put in place first, and jobs on them are refused at submit until they are")
     max_sweep_points: int = Field(100, ge=1, description="most jobs one sweep may create (422 beyond)")
     worker_heartbeat_seconds: float = Field(10.0, gt=0, description="how often a worker renews its entry in "
                                             "GET /v1/workers; it drops out after three missed beats")

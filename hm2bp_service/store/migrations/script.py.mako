@@ -7,7 +7,7 @@ Create Date: ${create_date}
 
 from alembic import op
 import sqlalchemy as sa
-import worker.store
+import hm2bp_service.store.schema
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

@@ -7,7 +7,7 @@ Create Date: 2026-11-29 02:22:30.848825
 
 from alembic import op
 import sqlalchemy as sa
-import worker.store
+import hm2bp_service.store.schema
 
 
 revision = '0001'
@@ -20,7 +20,7 @@ def upgrade() -> None:
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
@@ -37,7 +37,7 @@ def upgrade() -> None:
     sa.Column('num_classes', sa.Integer(), nullable=False),
     sa.Column('input_shape', sa.JSON(), nullable=False),
     sa.Column('storage_key', sa.String(length=512), nullable=False),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('user_id', 'sha256', name='uq_datasets_user_sha256')
@@ -60,16 +60,16 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
-    sa.Column('lease_until', worker.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_until', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=256), nullable=True),
     sa.Column('request_hash', sa.String(length=64), nullable=True),
     sa.Column('webhook_url', sa.String(length=2048), nullable=True),
     sa.Column('event_seq', sa.Integer(), nullable=False),
-    sa.Column('dispatched_at', worker.store.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', worker.store.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', worker.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('dispatched_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('user_id', 'idempotency_key', name='uq_jobs_user_idempotency_key')
@@ -83,8 +83,8 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=32), nullable=False),
-    sa.Column('created_at', worker.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', worker.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
@@ -105,7 +105,7 @@ def upgrade() -> None:
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('type', sa.String(length=16), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
-    sa.Column('at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('job_id', 'seq', name='uq_job_events_job_seq')
@@ -119,7 +119,7 @@ def upgrade() -> None:
     sa.Column('from_state', sa.String(length=16), nullable=True),
     sa.Column('to_state', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('at', worker.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', hm2bp_service.store.schema.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )

@@ -6,31 +6,34 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .artifacts import ArtifactStore
+from .dispatch import Dispatcher
 from .events import EventBus
-from .presence import WorkerRegistry
 from .settings import Settings, get_settings
-from .store import JobStore
+from .store import Store
+from .workers import WorkerRegistry
 
 
 @dataclass
 class Services:
     settings: Settings
-    store: JobStore
+    store: Store
     bus: EventBus
     artifacts: ArtifactStore
     workers: WorkerRegistry
+    dispatcher: Dispatcher
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Services":
-        store = JobStore.from_url(settings.sqlalchemy_url)
+    def from_settings(cls, settings: Settings) -> Services:
+        store = Store.from_url(settings.sqlalchemy_url)
         bus = EventBus(store, settings.redis_client_url, settings.redis_prefix, settings.stream_maxlen)
         return cls(settings, store, bus, ArtifactStore(settings.artifacts_root),
-                   WorkerRegistry(settings.redis_client_url, settings.redis_prefix))
+                   WorkerRegistry(settings.redis_client_url, settings.redis_prefix), Dispatcher(settings))
 
     def close(self) -> None:
         self.bus.close()
         self.workers.close()
-        self.store.engine.dispose()
+        self.dispatcher.close()
+        self.store.close()
 
 
 @lru_cache(maxsize=1)

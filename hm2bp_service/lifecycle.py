@@ -1,0 +1,171 @@
+"""The lifecycle of a job, written once: submit, cancel, requeue or give up, terminal transitions.
+
+Routes, the sweeper and the supervisor call these; the store makes each step a conditional
+transition, so racing callers (two sweepers, a sweeper and a returning worker, a cancel and a
+start) settle on one outcome.
+
+Attempts: taking a job's lease counts an attempt (``Jobs.acquire_lease``). A job may run at most
+``max_attempts`` times; after a platform fault (its worker or training process was lost) it goes
+back to ``queued`` while ``attempts_left``, else it fails with ``platform_fault``. Deterministic
+failures (invalid input, divergence, out of memory) are never retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from typing import Any
+
+from hm2bp_core.data import DatasetError, DatasetFacts
+from hm2bp_core.spec import TrainingSpec
+from hm2bp_core.train import check_fit
+
+from .datasets import UnknownDataset, facts_for
+from .dispatch import queue_for
+from .errors import NotFound, Refused
+from .services import Services
+from .states import JobState
+from .store import Event, IdempotencyConflict, JobRecord, NewJob, new_id
+
+log = logging.getLogger(__name__)
+QUEUED, RUNNING, CANCELLING = JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING
+SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
+LOG_TAIL = 20  # log lines kept in a failed job's error
+_FIELD_AT_START = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[-?\d+\])+)")
+
+
+# ---------------------------------------------------------------------- submit
+def dataset_facts(services: Services, user_id: int, ref: str) -> DatasetFacts:
+    """The facts of the dataset a request names, or a refusal naming the ``dataset`` field."""
+    try:
+        return facts_for(ref, user_id, services.store, services.settings)
+    except UnknownDataset:
+        raise NotFound("dataset", ref, "dataset") from None
+    except DatasetError as exc:
+        raise Refused(str(exc), "dataset") from None
+
+
+def misfit(spec: TrainingSpec, facts: DatasetFacts) -> tuple[str, str] | None:
+    """Why ``spec`` cannot train on a dataset with ``facts``: (spec field path, sentence), or None."""
+    try:
+        check_fit(spec, facts)
+    except ValueError as exc:
+        found = _FIELD_AT_START.match(str(exc))
+        return (found.group(1) if found else ""), str(exc)
+    return None
+
+
+def new_job(services: Services, user_id: int, *, dataset: str, spec: dict[str, Any], name: str,
+            tags: list[str], webhook_url: str | None, **extra: Any) -> NewJob:
+    """A job of ``user_id`` on ``dataset`` with the resolved ``spec``, to be queued."""
+    return NewJob(id=new_id("job"), user_id=user_id, name=name, dataset=dataset, spec=spec, queue=queue_for(spec),
+                  max_attempts=services.settings.max_attempts, tags=tags, webhook_url=webhook_url, **extra)
+
+
+def submit(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec, name: str | None,
+           tags: list[str], webhook_url: str | None, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    """Queue a job once its dataset exists and fits ``spec``; (its record, created). A repeated
+    ``idempotency_key`` returns the first job (created False), or is refused when the request
+    differs. Nothing is queued when anything is refused."""
+    facts = dataset_facts(services, user_id, dataset)
+    problem = misfit(spec, facts)
+    if problem is not None:
+        field, message = problem
+        raise Refused(message, f"spec.{field}" if field else "spec")
+    resolved = spec.to_dict()
+    request_hash = hashlib.sha256(json.dumps({"dataset": dataset, "spec": resolved, "name": name, "tags": tags,
+                                              "webhook_url": webhook_url}, sort_keys=True).encode()).hexdigest()
+    job = new_job(services, user_id, dataset=dataset, spec=resolved, tags=tags, webhook_url=webhook_url,
+                  name=name or f"{facts.name} {spec.num_classes}-class",
+                  idempotency_key=idempotency_key, request_hash=request_hash)
+    try:
+        record, created = services.store.jobs.create(job)
+    except IdempotencyConflict:
+        raise Refused("this Idempotency-Key was used for a different request", "Idempotency-Key") from None
+    if created:
+        dispatch(services, record.id, record.queue)
+    return record, created
+
+
+def dispatch(services: Services, job_id: str, queue: str) -> bool:
+    """Send a queued job's message and note that it was sent. When the broker is down the job
+    stays queued, undispatched, and every worker's sweeper sends it later: False."""
+    try:
+        services.dispatcher.send(job_id, queue)
+    except Exception as exc:  # kombu/redis raise many kinds; any of them means "not sent"
+        log.warning("job %s queued but not dispatched yet: %s", job_id, exc)
+        return False
+    services.store.jobs.mark_dispatched(job_id)
+    return True
+
+
+# ---------------------------------------------------------------------- cancel
+def cancel(services: Services, user_id: int, job_id: str) -> JobRecord | None:
+    """A queued job is cancelled at once, a running one becomes ``cancelling`` (its supervisor
+    stops the run within seconds); a job that has ended is left as it is. None: not the user's."""
+    jobs = services.store.jobs
+    for _ in range(3):  # the state may move under us (a worker starts the job): look again
+        job = jobs.get(user_id, job_id)
+        if job is None or job.state not in (QUEUED, RUNNING):
+            return job
+        if job.state == QUEUED:
+            event = jobs.transition(job_id, CANCELLED, "cancelled by the user before it started", expect=(QUEUED,))
+        else:
+            event = jobs.transition(job_id, CANCELLING, "cancel requested by the user", expect=(RUNNING,),
+                                    values={"cancel_requested": True})
+        if event is not None:
+            services.bus.push(event)
+            break
+    return jobs.by_id(job_id)
+
+
+# ---------------------------------------------------------------------- the end of a run
+def attempts_left(job: JobRecord) -> bool:
+    """May the job be delivered once more after this attempt?"""
+    return job.attempts < job.max_attempts
+
+
+def over_attempts(job: JobRecord) -> bool:
+    """Has this delivery (whose lease counted an attempt) gone past the limit?"""
+    return job.attempts > job.max_attempts
+
+
+def transition(services: Services, job_id: str, state: JobState, reason: str, *, owner: str | None = None,
+           values: dict[str, Any] | None = None, expect: tuple[JobState, ...] = (RUNNING, CANCELLING),
+           lease_expired: bool = False) -> Event | None:
+    """Move a running job to ``state`` (while ``owner`` holds its lease, when given) and stream the event."""
+    event = services.store.jobs.transition(job_id, state, reason, expect=expect, owner=owner, values=values,
+                                           lease_expired=lease_expired)
+    if event is not None:
+        services.bus.push(event)
+    return event
+
+
+def fail(services: Services, job_id: str, reason: str, message: str, **where: Any) -> Event | None:
+    """End the job ``failed`` with ``error = {reason, message, log_tail}``."""
+    error = {"reason": reason, "message": message, "log_tail": services.store.events.last_logs(job_id, LOG_TAIL)}
+    return transition(services, job_id, FAILED, message, values={"error": error}, **where)
+
+
+def requeue_or_give_up(services: Services, job: JobRecord, why: str, *, owner: str | None = None,
+                       lease_expired: bool = False) -> Event | None:
+    """After a platform fault (``why``): a job being cancelled becomes ``cancelled``; one with
+    attempts left goes back to ``queued`` and is dispatched again (the next run resumes from its
+    last checkpoint); the others fail. Only while ``owner`` holds the lease (the supervisor) or
+    while the lease is expired (the sweeper): whoever loses that race changes nothing."""
+    where: dict[str, Any] = {"owner": owner, "lease_expired": lease_expired}
+    current = services.store.jobs.by_id(job.id)
+    if current is None:
+        return None
+    if current.state == CANCELLING:
+        return transition(services, job.id, CANCELLED, f"cancelled; {why}", expect=(CANCELLING,), **where)
+    if not attempts_left(current):
+        return fail(services, job.id, "platform_fault", f"The job was given up after {current.attempts} attempts; "
+                    f"the last one ended because {why}.", expect=(RUNNING,), **where)
+    event = transition(services, job.id, QUEUED, f"{why}; re-queued for attempt {current.attempts + 1}",
+                   expect=(RUNNING,), values={"lease_owner": None, "lease_until": None, "dispatched_at": None}, **where)
+    if event is not None:
+        dispatch(services, job.id, current.queue)
+    return event

@@ -1,0 +1,31 @@
+"""The job states, one enum for the store, the API's schemas, the workers and the client.
+
+``queued -> running -> succeeded | failed | cancelled``, with ``cancelling`` between a cancel
+request and the run's stop, and ``running -> queued`` only when a platform fault is retried.
+Terminal states never change (every transition is a conditional UPDATE on the current state).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    def is_active(self) -> bool:
+        """Not ended: the job still holds its dataset and may still use a worker."""
+        return self not in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
+LEASED = (JobState.RUNNING, JobState.CANCELLING)  # a worker holds the job's lease

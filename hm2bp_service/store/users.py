@@ -1,0 +1,61 @@
+"""Users and their API tokens (stored as the sha256 of the token) and webhook signing secrets."""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select, update
+
+from .database import Database
+from .records import UserRecord
+from .schema import Token, User, new_webhook_secret, utcnow
+
+_users, _tokens = User.__table__, Token.__table__
+_USER_BY_TOKEN = (select(_users).join(_tokens, _tokens.c.user_id == _users.c.id)
+                  .where(_tokens.c.token_hash == bindparam("token_hash"), _tokens.c.revoked_at.is_(None)))
+
+
+class Users:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def ensure(self, name: str) -> UserRecord:
+        """The user called ``name``, created if new."""
+        with self.db.writing() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                user = User(name=name)
+                session.add(user)
+                session.flush()
+            return UserRecord.of(user)
+
+    def add_token(self, user_id: int, token_hash: str, prefix: str) -> None:
+        with self.db.writing() as session:
+            session.add(Token(user_id=user_id, token_hash=token_hash, prefix=prefix))
+
+    def by_token_hash(self, token_hash: str) -> UserRecord | None:
+        """The user of a live (not revoked) token with this hash (checked on every request: a
+        prebuilt Core statement, see ``jobs.py``)."""
+        with self.db.connect() as connection:
+            row = connection.execute(_USER_BY_TOKEN, {"token_hash": token_hash}).first()
+        return UserRecord.of(row) if row is not None else None
+
+    def revoke_token(self, token_hash: str) -> bool:
+        with self.db.writing() as session:
+            result = session.execute(
+                update(Token).where(Token.token_hash == token_hash, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            return result.rowcount > 0
+
+    def webhook_secret(self, user_id: int) -> str:
+        """The user's webhook signing secret (made now if the user has none yet)."""
+        with self.db.writing() as session:
+            user = session.get(User, user_id)
+            if user.webhook_secret is None:
+                user.webhook_secret = new_webhook_secret()
+            return user.webhook_secret
+
+    def rotate_webhook_secret(self, user_id: int) -> str:
+        """A new secret; deliveries from now on (retries included) are signed with it."""
+        with self.db.writing() as session:
+            user = session.get(User, user_id)
+            user.webhook_secret = new_webhook_secret()
+            return user.webhook_secret

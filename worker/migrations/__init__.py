@@ -1,1 +1,0 @@
-"""Alembic migrations of the job store (run by ``worker.store.migrate``)."""
