@@ -196,6 +196,18 @@ def datasets_upload(
         typer.echo(json.dumps(client.upload_dataset(file, name=name), indent=2))
 
 
+def datasets_list(url: UrlOption = None, token: TokenOption = None) -> None:
+    """List the datasets a job may name, one line each: id, kind, sample shape, classes, train/test
+    sizes, and for a built-in not on the service yet, what its first job does or how to provide it."""
+    with _session(url, token) as client:
+        for item in client.datasets():
+            shape = "x".join(map(str, item["input_shape"])) + (f" x {item['time_steps']} steps" if item.get("time_steps")
+                                                               else "")
+            line = (f"{item['id']}\t{item['name']}\t{item['kind']} {shape}\t{item['num_classes']} classes\t"
+                    f"{item['num_train']}/{item['num_test']}")
+            typer.echo(line + (f"\t({item['note']})" if item.get("note") else ""))
+
+
 def parse_grid(options: list[str]) -> dict[str, list[Any]]:
     """``["training.lr=1e-3,5e-4", "network.layers[0].units=[400, 800]"]`` -> the grid mapping.
     Each value is read as JSON where it is JSON (numbers, true, null, "text") and as text
@@ -297,6 +309,7 @@ def register(app: typer.Typer) -> None:
     for command in (submit, status, logs, cancel, download, sweep, workers):
         app.command()(command)
     app.command("webhook-secret")(webhook_secret)
-    datasets_app = typer.Typer(no_args_is_help=True, help="Upload datasets to the service.")
+    datasets_app = typer.Typer(no_args_is_help=True, help="The service's datasets: list, upload.")
     datasets_app.command("upload")(datasets_upload)
+    datasets_app.command("list")(datasets_list)
     app.add_typer(datasets_app, name="datasets")

@@ -108,6 +108,11 @@ class Client:
         except OSError as exc:
             raise HM2BPError(f"cannot read {path}: {exc.strerror or exc}") from None
 
+    def datasets(self) -> list[dict[str, Any]]:
+        """The built-ins (with ``available`` and, when not, a ``note`` on how to provide them),
+        then your uploads: ``{id, name, kind, input_shape, num_classes, num_train, num_test, ...}``."""
+        return self._request("GET", "/v1/datasets").json()["items"]
+
     def submit(self, spec: Mapping[str, Any], dataset: str, name: str | None = None,
                idempotency_key: str | None = None, webhook_url: str | None = None,
                tags: list[str] | None = None) -> dict[str, Any]:

@@ -71,6 +71,11 @@ def test_submit_wait_succeeds_then_status_logs_download(service, digits_npz, spe
     assert record["metrics"]["best_test_accuracy"] == summary["best_test_accuracy"]
     uploaded = hm2bp(env, "datasets", "upload", str(digits_npz))
     assert uploaded.returncode == 0 and json.loads(uploaded.stdout)["id"] == record["dataset"]  # same file, same id
+    listed = hm2bp(env, "datasets", "list").stdout.splitlines()  # every built-in of the core, then the upload
+    from hm2bp_core.data import BUILTINS
+
+    assert [line.split("\t")[0] for line in listed] == [f"builtin:{name}" for name in BUILTINS] + [record["dataset"]]
+    assert "2x34x34 x 540 steps" in listed[list(BUILTINS).index("nmnist")] and "Train.zip" in listed[-2]
 
     followed = hm2bp(env, "logs", job_id, "-f")  # an ended job: its whole history, then the exit code of its state
     assert followed.returncode == 0, followed.stderr

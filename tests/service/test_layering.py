@@ -1,6 +1,7 @@
 """The service's shape, checked: importing the API neither imports Celery nor builds an app; the
 project's import graph (every import, also those inside functions) has no cycle; and the
-packages depend one way (core <- service <- api, worker; the client on the job states only)."""
+packages depend one way (core <- service <- api, worker; the client on the job states only);
+routes never import each other."""
 
 from __future__ import annotations
 
@@ -92,6 +93,9 @@ def test_import_graph_has_no_cycle_and_respects_the_layers():
                 continue
             assert any(target == a or target.startswith(a + ".") for a in ALLOWED[package]), \
                 f"{name} imports {target}: {package} may import only {sorted(ALLOWED[package])}"
+        if name.startswith("api.routes."):
+            others = {t for t in targets if t.startswith("api.routes.")}
+            assert not others, f"{name} imports the routes {sorted(others)}: shared logic goes in hm2bp_service"
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
     assert len(graph) > 40  # the walk saw the project

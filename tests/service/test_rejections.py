@@ -180,3 +180,32 @@ def test_health_metrics_and_contract(service):
         assert path in paths, path
     builtins = {d["id"] for d in service.client().get("/v1/datasets").json()["items"]}
     assert {"builtin:digits", "builtin:mnist"} <= builtins
+
+
+def test_every_builtin_of_the_core_is_listed_with_its_facts(service):
+    """GET /v1/datasets lists the core's registry, whole, with the registry's facts; each says
+    whether a job may use it now (the service tests' data folder holds no built-in's files)."""
+    from hm2bp_core.data import BUILTINS
+
+    items = {d["id"]: d for d in service.client().get("/v1/datasets").json()["items"]}
+    for name, builtin in BUILTINS.items():
+        listed, facts = items[f"builtin:{name}"], builtin.facts
+        assert (listed["kind"], listed["input_shape"], listed["num_classes"]) == \
+            (facts.kind, list(facts.input_shape), facts.num_classes)
+        assert (listed["num_train"], listed["num_test"], listed["time_steps"]) == \
+            (facts.num_train, facts.num_test, facts.time_steps)
+        assert listed == service.client().get(f"/v1/datasets/builtin:{name}").json()
+    assert items["builtin:digits"]["available"] and items["builtin:digits"]["note"] is None
+    assert items["builtin:mnist"]["available"] and "downloads" in items["builtin:mnist"]["note"]
+    assert not items["builtin:nmnist"]["available"] and "Train.zip" in items["builtin:nmnist"]["note"]
+
+
+def test_a_builtin_that_is_absent_is_refused_at_submit_saying_how_to_provide_it(service):
+    client = service.client()
+    before = job_count(client)
+    spec = {"network": {"layers": [{"type": "dense", "units": 10, "threshold": 5}]},
+            "encoding": {"kind": "spikes", "time_steps": 540}, "training": {"epochs": 1, "device": "cpu"}}
+    body = assert_error(client.post("/v1/jobs", json={"dataset": "builtin:nmnist", "spec": spec}), 422, "dataset")
+    assert "builtin:nmnist is not on this service" in body["detail"]
+    assert "Train.zip and Test.zip" in body["detail"] and str(service.data_dir / "builtin" / "nmnist") in body["detail"]
+    assert job_count(client) == before
