@@ -80,7 +80,7 @@ def snntorch_step_fn(steps: int, device: torch.device):
     import snntorch as snn
     from snntorch import surrogate
 
-    alpha, beta = 1 - 1 / 8, 1 - 1 / 64  # the same Euler decays as the LIF of spec 1.2
+    alpha, beta = 1 - 1 / 8, 1 - 1 / 64  # the same Euler decays as the LIF of algorithm section 2.2
     grad = surrogate.fast_sigmoid()
 
     class Net(torch.nn.Module):

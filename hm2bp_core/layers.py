@@ -1,4 +1,4 @@
-"""Spiking layers and their HM2-BP backward rules (spec sections 1.2, 3.2-3.5).
+"""Spiking layers and their HM2-BP backward rules (algorithm sections 2.2, 5 and 6).
 
 A layer's forward pass maps an input raster (T x B x N_in, 0/1 floats) to its output raster.
 Its backward pass takes delta = dE/da_out (B x N_out, the macro-level error on firing counts) and
@@ -90,7 +90,7 @@ class LayerGradient:
 
 
 def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch.Tensor:
-    """reg_ij = lambda * beta * (w_ij/W) * exp(beta * (S_i - 1)), S_i = mean_j (w_ij/W)^2 (spec 4.3).
+    """reg_ij = lambda * beta * (w_ij/W) * exp(beta * (S_i - 1)), S_i = mean_j (w_ij/W)^2 (algorithm section 7.1).
 
     Rows are the post neurons (dense) or output maps (conv: all of a map's kernel weights).
     """
@@ -122,7 +122,7 @@ class SpikingLayer:
         self.threshold = threshold
         self.neuron = neuron
         self.regularization = regularization
-        self.lateral = lateral  # output layer: fixed -lateral between its neurons (spec 4.6)
+        self.lateral = lateral  # output layer: fixed -lateral between its neurons (algorithm section 2.4)
 
     units: int
 
@@ -232,7 +232,7 @@ class SpikingLayer:
         return grad, below
 
     def _delta_below(self, inputs, q, d, firing, a_in, switches: Hm2bp) -> torch.Tensor:
-        """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (spec 3.2-3.3)."""
+        """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (algorithm sections 5.1-5.2)."""
         d_firing = d * firing
         d_silent = d * ~firing
         # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (W^T (d Q[:, t]))_j
@@ -250,7 +250,7 @@ class SpikingLayer:
 
 
 class DenseLayer(SpikingLayer):
-    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2).
+    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (algorithm sections 2.2, 5).
 
     On the CPU both passes run in the compiled kernels of ``kernels/cpu.cpp``: the forward pass sums
     the weight rows of the inputs that fire at each step straight into the LIF loop (no current
@@ -313,9 +313,9 @@ class DenseLayer(SpikingLayer):
 class ConvLayer(SpikingLayer):
     """Spiking convolution (cross-correlation, shared kernel K: C_out x C_in x k x k, no bias).
 
-    I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (spec 3.5); neurons
+    I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (algorithm section 6.1); neurons
     fire on v > nu (no 1e-6 slack, as the authors' ConvSpiking). The weight gradient sums the
-    per-position S-PSP terms over all positions sharing the kernel (spec 3.5, "summed, not averaged").
+    per-position S-PSP terms over all positions sharing the kernel (summed, not averaged).
     """
 
     strict_threshold = True
@@ -360,7 +360,7 @@ class ConvLayer(SpikingLayer):
 
 
 class PoolLayer:
-    """Spiking pooling: unit weights over size x size windows (stride = size), LIF neurons (spec 3.5).
+    """Spiking pooling: unit weights over size x size windows (stride = size), LIF neurons (algorithm section 6.2).
 
     Not learnable. The error sent down follows the authors' code, which divides by size^2 rather
     than by the pooling threshold: delta_q = delta_o / size^2 * R_oq, R = e_oq / a_q if both fire, else 1.

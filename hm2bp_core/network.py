@@ -1,8 +1,8 @@
-"""A feed-forward spiking network and one HM2-BP gradient computation over a batch (spec 3.5).
+"""A feed-forward spiking network and one HM2-BP gradient computation over a batch (algorithm section 5.5).
 
 Per sample the authors process the layers top-down: each layer computes the error for the layer
 below with its current weights, then its own gradient. With batches, every sample's gradients are
-computed in parallel and averaged; the optimizer takes one step per batch (spec section 11).
+computed in parallel and averaged; the optimizer takes one step per batch.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class SpikingNetwork:
 
     @staticmethod
     def _uniform(shape, init_range, generator):
-        """initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (spec 4.2)."""
+        """initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (algorithm section 7.4)."""
         return (torch.rand(*shape, generator=generator) * 2 - 1) * init_range
 
     @property

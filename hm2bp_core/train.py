@@ -1,6 +1,6 @@
 """The trainer: epochs of HM2-BP updates, evaluation, checkpoint/resume, progress callbacks.
 
-One epoch (spec 4.1, 4.5, 4.6):
+One epoch (algorithm sections 7.2-7.6):
 
 1. order the training samples (authors: 5000 random pair swaps of the running order);
 2. for each batch: encode, simulate, compute the HM2-BP gradients (per-sample in parallel, mean
@@ -86,7 +86,7 @@ def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
 
 
 def learning_rate(spec: TrainingSpec, epoch: int) -> float:
-    """lr for 0-based ``epoch`` (spec 4.1): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
+    """lr for 0-based ``epoch`` (algorithm section 7.3): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
     if spec.training.lr_schedule == "constant" or epoch < 2:
         return spec.training.lr
     return spec.training.lr / math.sqrt(epoch)
@@ -135,7 +135,7 @@ class Trainer:
         enc, aug = self.spec.encoding, self.spec.augmentation
         keys = indices
         if aug.enabled and split == "train":
-            # distorted images, and a fresh spike train for every presentation (spec 4.5)
+            # distorted images, and a fresh spike train for every presentation (algorithm section 8.3)
             height, width = self.dataset.input_shape
             grids = self._epoch_grid if aug.per == "epoch" else random_grids(
                 len(indices), height, width, scale=aug.scale, rotation=aug.rotation, distortion=aug.distortion,
@@ -241,7 +241,7 @@ class Trainer:
                 "seconds": seconds, "samples_per_sec": seen / max(seconds, 1e-9)}
 
     def _boost(self, wrong: np.ndarray) -> None:
-        """beta_n *= exp(err_c / 20) for misclassified n of class c (spec 4.6.5)."""
+        """beta_n *= exp(err_c / 20) for misclassified n of class c (algorithm section 7.5)."""
         labels = self.dataset.y_train
         members = np.zeros(len(labels), dtype=bool)
         members[self.order] = True

@@ -19,7 +19,7 @@ def trains(raster, b):
 
 
 def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, padding):
-    """Spec 3.5 conv_backward for one sample, with explicit loops over output and input positions."""
+    """Algorithm section 6.1 for one sample, with explicit loops over output and input positions."""
     c_in, h, w = in_shape
     c_out, _, k, _ = kernel.shape
     h_out, w_out = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
@@ -121,7 +121,7 @@ def test_paper_cnn_is_a_few_lines_of_spec():
     net = SpikingNetwork(spec, (28, 28))
     assert [layer.units for layer in net.layers] == [15 * 24 * 24, 15 * 12 * 12, 40 * 8 * 8, 40 * 4 * 4, 300, 10]
     assert [tuple(p.shape) for p in net.parameters] == [(15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300)]
-    assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (spec 4.2)
+    assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (algorithm section 7.4)
     # one Adam step per sample, as the authors: its deep layers start silent and need many steps to wake
     assert spec.training.batch_size == 1 and spec.training.lr == 1e-3
     g = torch.Generator().manual_seed(0)

@@ -145,7 +145,7 @@ def test_nmnist_zip_with_unsafe_member_is_rejected_before_reading(tmp_path, memb
     assert member in str(error.value)
 
 
-def test_bin_events_matches_the_spec_formula():
+def test_bin_events_matches_the_formula():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 40, 500), rng.integers(0, 40, 500)
     p, ts = rng.integers(0, 2, 500), rng.integers(0, 40000, 500)

@@ -1,4 +1,4 @@
-"""HM2-BP learning rules: the tiny dense case of spec 8.3, batching, the rate relation, the objective."""
+"""HM2-BP learning rules: the tiny dense case of algorithm section 11, batching, the rate relation, the objective."""
 
 import math
 
@@ -25,7 +25,7 @@ def tiny_case(lif):
     return layer, LayerTrace(inputs=pre, spikes=post)
 
 
-def test_tiny_dense_case_of_the_spec(lif, core_path):
+def test_tiny_dense_case(lif, core_path):
     layer, trace = tiny_case(lif)
     e = spsp(trace.inputs, trace.spikes, lif)
     assert torch.allclose(e[0], torch.tensor([[2.080023, 0.790903, 0.0], [0.1, 0.1, 0.0]], dtype=torch.float64), atol=1e-5)
@@ -44,7 +44,7 @@ def test_tiny_case_side_effect_values(lif):
 
 
 def slow_dense_backward(pre, post, w, delta, nu, lif):
-    """The pseudocode of spec 3.5 for one sample, with E from the pair loop."""
+    """The rules of algorithm section 5 for one sample, with E from the pair loop."""
     n_out, n_in = w.shape
     pre_t = [pre[:, j].nonzero().flatten().tolist() for j in range(n_in)]
     post_t = [post[:, i].nonzero().flatten().tolist() for i in range(n_out)]
@@ -128,9 +128,9 @@ def test_compiled_network_gradients_equal_the_tensor_code(switches, monkeypatch)
             assert torch.allclose(ga, gb, atol=1e-10) and float(ga.abs().sum()) > 0
 
 
-def test_rate_relation_within_the_spec_bounds(lif):
-    """T-PSP / nu matches the simulated count to about 0..+12 % (spec 2, 8.3) under the paper's
-    conditions (uniform +-1 weights, sparse inputs). The spec's own check found +2.4 % and +10 %;
+def test_rate_relation_within_bounds(lif):
+    """T-PSP / nu matches the simulated count to about 0..+12 % (algorithm section 3.4) under the paper's
+    conditions (uniform +-1 weights, sparse inputs). A direct port of the authors' code found +2.4 % and +10 %;
     for counts near 10 the residue after the last spike can put it a little under 1."""
     g = torch.Generator().manual_seed(7)
     for n_in, nu, rate in ((784, 20.0, 0.03), (800, 8.0, 0.08)):

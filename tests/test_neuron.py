@@ -1,4 +1,4 @@
-"""The discrete LIF simulation (spec 1.2) and the PSP kernel (spec 1.1, test vectors of spec 2)."""
+"""The discrete LIF simulation (algorithm section 2.2) and the PSP kernel (section 2.5, worked values of section 11)."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from reference import lif_reference
     "s, tau, expected",
     [(29, 18, 0.742218), (18, 33, 0.113823), (5, 5, 0.445243), (100, 19, 0.742997), (10, 40, 0.015289), (7, 0, 0.0)],
 )
-def test_kernel_values_of_the_spec(lif, s, tau, expected):
+def test_kernel_worked_values(lif, s, tau, expected):
     assert psp_kernel(s, tau, lif) == pytest.approx(expected, abs=1e-6)
 
 
@@ -22,7 +22,7 @@ def test_kernel_peak(lif):
 
 
 def test_hand_computed_trace(lif):
-    # constant input 1 from t = 0, threshold 0.5; by hand (spec 1.2, one-step delay):
+    # constant input 1 from t = 0, threshold 0.5; by hand (algorithm section 2.2, one-step delay):
     # t1: x=1, v=0.125 | t2: v=0.1230+0.2344=0.3574 | t3: x=2.6406, v=0.3518+0.3301=0.6819 > 0.5 -> spike
     # t4, t5: refractory clamp (v=0) | t6: x=4.4096, v=0.5512 > 0.5 -> spike | t7, t8 clamp | t9: ...
     currents = torch.ones(10, 1, 1, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""S-PSP e_{i|j}: the spec's test vectors, and the fast trace form against the slow pair loop."""
+"""S-PSP e_{i|j}: the worked values of algorithm section 11, and the fast trace form against the slow pair loop."""
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ from reference import spsp_pair
     "pre, post, expected",
     [([10], [30], 0.742218), ([5], [20, 40], 0.821554), ([3, 10, 20], [15, 30], 2.080023), ([5], [15, 30], 0.790903)],
 )
-def test_spec_vectors(lif, pre, post, expected):
+def test_worked_values(lif, pre, post, expected):
     assert spsp_pair(pre, post, lif) == pytest.approx(expected, abs=1e-6)
     e = spsp(raster([pre], 64), raster([post], 64), lif)
     assert float(e[0, 0, 0]) == pytest.approx(expected, abs=1e-5)

@@ -10,7 +10,7 @@ Layout: a folder or zip holding ``Train/<class>/*.bin`` and ``Test/<class>/*.bin
 any case, optionally under one top-level folder; the official archives are ``Train.zip`` and
 ``Test.zip``, which may be given together). The class folder's name is the integer label.
 
-Binning (spec 4.4, the authors' ``NMNIST_Converter.m``): events outside 34 x 34 are dropped (this
+Binning (algorithm section 8.2, the authors' ``NMNIST_Converter.m``): events outside 34 x 34 are dropped (this
 also drops tonic's timestamp-overflow records, y = 240, whose time increment ``Read_Ndataset.m``
 ignores as well); step = ceil(ts / bin_us) + 1, so no event lands at step 0; events at step
 >= ``time_steps`` are dropped; several events of one step and cell are one spike. The raster of a
