@@ -107,9 +107,11 @@ def run_row(name: str, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         metrics = train(spec, dataset, out)
     epochs = metrics["epochs"]
-    return {**result, "ours_final": metrics["final"]["test_accuracy"], "ours_best": metrics["final"]["best_test_accuracy"],
+    return {**result, "ours_final": metrics["final"]["test_accuracy"],
+            "ours_best": metrics["final"]["best_test_accuracy"],
             "epochs": len(epochs), "train_samples": min(len(dataset.x_train), args.train_samples or 10**9),
-            "test_samples": min(len(dataset.x_test), args.test_samples or 10**9), "batch_size": spec.training.batch_size,
+            "test_samples": min(len(dataset.x_test), args.test_samples or 10**9),
+            "batch_size": spec.training.batch_size,
             "time_steps": spec.encoding.time_steps,
             "seconds_per_epoch": sum(r["seconds"] for r in epochs) / len(epochs),
             "accuracy_per_epoch": [round(r["test_accuracy"], 4) for r in epochs],

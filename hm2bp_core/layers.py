@@ -85,7 +85,7 @@ class LayerTrace:
 
 @dataclass
 class LayerGradient:
-    weight: torch.Tensor  # mean over the batch (or B x ... when per_sample)
+    weight: torch.Tensor | None  # mean over the batch (or B x ... when per_sample); None for a pool layer
     delta_below: torch.Tensor | None  # B x N_in
 
 
@@ -169,30 +169,31 @@ class SpikingLayer:
         """
         post = trace.spikes if post_spikes is None else post_spikes
         steps, batch, fan_in = trace.inputs.shape
-        size = self._samples_per_chunk(steps, batch, fan_in, per_sample)
+        size = max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
         grads, belows = [], []
         for start in range(0, batch, size):
             part = slice(start, start + size)
             grad, below = self._backward_chunk(
                 trace.inputs[:, part], post[:, part], delta[part], switches,
-                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample,
-                trace.weight_t)
+                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample)
             grads.append(grad)
             belows.append(below)
         if per_sample:
             grad = torch.cat(grads)
         else:
-            grad = (grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)).div_(batch)
+            grad = grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)
+        return self._gradient(grad, torch.cat(belows) if need_delta_below else None, batch, per_sample)
+
+    def _gradient(self, grad: torch.Tensor, below: torch.Tensor | None, batch: int,
+                  per_sample: bool) -> LayerGradient:
+        """The result of :meth:`backward` from the per-sample gradients or their sum over the batch."""
+        if not per_sample:
+            grad = grad.div_(batch)
             grad += exponential_penalty_grad(self.weight, self.regularization)
-        return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
+        return LayerGradient(weight=grad, delta_below=below)
 
-    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
-        return max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
-
-    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
-                        weight_t=None):
-        """(summed or per-sample gradient, delta_below) of a few samples (``weight_t``: the forward
-        pass's W^T, which only the compiled dense path uses)."""
+    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
+        """(summed or per-sample gradient, delta_below) of a few samples."""
         nu = self.threshold
         dtype = self.weight.dtype
         post = post.to(dtype)
@@ -275,26 +276,33 @@ class DenseLayer(SpikingLayer):
             self.neuron.refractory, self.lateral, 0)
         return LayerTrace(inputs=inputs, spikes=spikes, weight_t=weight_t)
 
-    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
-        if for_tensor(self.weight) is None or per_sample:
-            return super()._samples_per_chunk(steps, batch, fan_in, per_sample)
-        return batch  # the kernel's memory is per thread, whatever the batch
-
-    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
-                        weight_t=None):
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,
+        need_delta_below: bool = True,
+        per_sample: bool = False,
+    ) -> LayerGradient:
+        """:meth:`SpikingLayer.backward`; on the CPU the whole batch in one call of the compiled
+        kernel (its memory is per thread, whatever the batch), with the forward pass's W^T."""
         kernel = for_tensor(self.weight)
         if kernel is None:
-            return super()._backward_chunk(inputs, post, delta, switches, lateral_factor, need_delta_below,
-                                           per_sample)
+            return super().backward(trace, delta, switches, post_spikes=post_spikes, lateral_factor=lateral_factor,
+                                    need_delta_below=need_delta_below, per_sample=per_sample)
+        post = trace.spikes if post_spikes is None else post_spikes
         dtype = self.weight.dtype
         factor = torch.empty(0, dtype=dtype) if lateral_factor is None else lateral_factor.to(dtype)
+        weight_t = self.weight.detach().T.contiguous() if trace.weight_t is None else trace.weight_t
         grad, below = kernel.dense_backward(
-            as_bool(inputs), as_bool(post), self.weight.detach().T.contiguous() if weight_t is None else weight_t,
-            delta.to(dtype), factor, self.threshold,
+            as_bool(trace.inputs), as_bool(post), weight_t, delta.to(dtype), factor, self.threshold,
             self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory, switches.refractory_shift,
             switches.psp_window, switches.side_effect, switches.ratio_fallbacks, switches.silent_post_spsp,
             need_delta_below, per_sample)
-        return grad, below if need_delta_below else None
+        return self._gradient(grad, below if need_delta_below else None, trace.inputs.shape[1], per_sample)
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
         """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""
@@ -404,9 +412,21 @@ class PoolLayer:
         full[:, :, : up.shape[-2], : up.shape[-1]] = up
         return full.reshape(*lead, c * h * w)
 
-    def backward(self, trace: LayerTrace, delta: torch.Tensor, switches: Hm2bp, *, post_spikes=None,
-                 lateral_factor=None, need_delta_below: bool = True, per_sample: bool = False) -> LayerGradient:
-        post = trace.spikes.to(self.dtype)
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,  # noqa: ARG002 (SpikingLayer.backward's signature: no weight to scale)
+        need_delta_below: bool = True,
+        per_sample: bool = False,  # noqa: ARG002 (SpikingLayer.backward's signature: no weight gradient to split)
+    ) -> LayerGradient:
+        """The error sent down (no weight gradient); the arguments are those of :meth:`SpikingLayer.backward`."""
+        if not need_delta_below:
+            return LayerGradient(weight=None, delta_below=None)
+        post = (trace.spikes if post_spikes is None else post_spikes).to(self.dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
         a_in = trace.inputs.sum(0).to(self.dtype)
         a_out = post.sum(0)

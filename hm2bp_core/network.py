@@ -81,7 +81,8 @@ class SpikingNetwork:
         for k, layer in self.learnable:
             value = tensors[f"layers.{k}.weight"]
             if value.shape != layer.weight.shape:
-                raise ValueError(f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
+                raise ValueError(
+                    f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
             with torch.no_grad():
                 layer.weight.copy_(value.to(layer.weight.device, layer.weight.dtype))
 

@@ -75,7 +75,7 @@ class LIFState:
     t: int = 0  # steps simulated so far
 
     @classmethod
-    def zeros(cls, batch: int, units: int, dtype: torch.dtype, device: torch.device) -> "LIFState":
+    def zeros(cls, batch: int, units: int, dtype: torch.dtype, device: torch.device) -> LIFState:
         zero = torch.zeros(batch, units, dtype=dtype, device=device)
         return cls(zero.clone(), zero.clone(), torch.zeros(batch, units, dtype=torch.int64, device=device),
                    zero.clone(), zero.clone())

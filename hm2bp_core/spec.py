@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -63,7 +63,7 @@ def _layer_type(value: Any) -> str:
 
 
 Layer = Annotated[
-    Union[Annotated[DenseLayer, Tag("dense")], Annotated[ConvLayer, Tag("conv")], Annotated[PoolLayer, Tag("pool")]],
+    Annotated[DenseLayer, Tag("dense")] | Annotated[ConvLayer, Tag("conv")] | Annotated[PoolLayer, Tag("pool")],
     Discriminator(_layer_type, custom_error_type="layer_type",
                   custom_error_message="type must be one of 'dense', 'conv', 'pool'"),
 ]
@@ -76,11 +76,12 @@ def _paper_mlp() -> list[Layer]:
 class Network(_Strict):
     layers: list[Layer] = Field(default_factory=_paper_mlp, min_length=1, max_length=64)
     input_shape: list[int] | None = Field(
-        None, description="shape of one input sample; taken from the dataset when omitted, checked against it when given"
+        None,
+        description="shape of one input sample; taken from the dataset when omitted, checked against it when given",
     )
 
     @model_validator(mode="after")
-    def _output_is_dense(self) -> "Network":
+    def _output_is_dense(self) -> Network:
         if not isinstance(self.layers[-1], DenseLayer):
             raise ValueError("the last layer (the output layer) must be of type 'dense'")
         return self
@@ -94,7 +95,7 @@ class Neuron(_Strict):
     refractory: int = Field(2, ge=0, le=1000, description="absolute refractory period T_ref (steps)")
 
     @model_validator(mode="after")
-    def _distinct_constants(self) -> "Neuron":
+    def _distinct_constants(self) -> Neuron:
         if self.tau_m == self.tau_s:
             raise ValueError("tau_m and tau_s must differ (the PSP kernel divides by 1 - tau_s/tau_m)")
         return self
@@ -176,7 +177,9 @@ class Hm2bp(_Strict):
     silent_post_spsp: float = Field(0.1, ge=0, description="e_ij for a silent post neuron with an active input")
     ratio_fallbacks: bool = Field(True, description="dE/da_pre = 1 and side-effect ratio 0.5 for silent neurons")
     side_effect: bool = Field(True, description="the (1 + s_i) factor on the weight gradient (algorithm section 5.3)")
-    dummy_label_train: bool = Field(True, description="regular spike train for a silent label neuron (algorithm section 4.3)")
+    dummy_label_train: bool = Field(
+        True, description="regular spike train for a silent label neuron (algorithm section 4.3)"
+    )
     lateral_factor: bool = Field(True, description="the lateral-inhibition factor L_j on output gradients")
     boosting: bool = Field(True, description="per-epoch re-weighting of misclassified samples (algorithm section 7.5)")
     shuffle: Literal["swaps", "full", "none"] = Field(
@@ -184,7 +187,7 @@ class Hm2bp(_Strict):
     )
 
     @model_validator(mode="after")
-    def _mode_matches_switches(self) -> "Hm2bp":
+    def _mode_matches_switches(self) -> Hm2bp:
         default = Hm2bp.model_construct()
         changed = [
             name

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .augment import random_grids, warp
 from .checkpoint import (
     load_checkpoint,
     load_model,
@@ -33,7 +34,6 @@ from .checkpoint import (
     save_checkpoint,
     save_model,
 )
-from .augment import random_grids, warp
 from .data import Dataset
 from .encoding import rate_encode
 from .network import SpikingNetwork
@@ -77,7 +77,8 @@ def check_fit(spec: TrainingSpec, dataset: Dataset) -> None:
             raise ValueError("encoding.kind must be 'spikes' for a dataset of spike rasters")
         steps = int(dataset.x_train.shape[1])
         if steps != spec.encoding.time_steps:
-            raise ValueError(f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have {steps} steps")
+            raise ValueError(
+                f"encoding.time_steps is {spec.encoding.time_steps} but the dataset's rasters have {steps} steps")
     elif spec.encoding.kind != "rate":
         raise ValueError("encoding.kind must be 'rate' for a dataset of images")
     if spec.augmentation.enabled and (dataset.kind != "image" or len(dataset.input_shape) != 2):
@@ -100,7 +101,7 @@ class Trainer:
                  progress_bar: bool = False):
         check_fit(spec, dataset)
         self.spec, self.dataset, self.out_dir = spec, dataset, Path(out_dir)
-        self.callback = callback or (lambda event: None)
+        self.callback = callback or (lambda _event: None)
         self.should_stop = should_stop or (lambda: False)
         self.progress_bar = progress_bar
         self.device = resolve_device(spec.training.device)
@@ -202,7 +203,7 @@ class Trainer:
             labels = self.dataset.labels("train", chunk).to(self.device)
             weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
-            for param, grad in zip(self.net.parameters, result.gradients):
+            for param, grad in zip(self.net.parameters, result.gradients, strict=True):
                 param.grad = grad
             self.optimizer.step()
             batch_cost = float(result.cost.sum())
@@ -259,7 +260,8 @@ class Trainer:
             self._restore()
         cfg = self.spec.training
         if self.epoch:
-            self.callback({"type": "log", "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
+            self.callback({"type": "log",
+                           "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
         while self.epoch < cfg.epochs:
             row = self._train_epoch()
             self.train_seconds += row["seconds"]
@@ -307,7 +309,8 @@ class Trainer:
             return
         tensors, info = loaded
         if info["spec"] != self.spec.to_dict():
-            raise ValueError(f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
+            raise ValueError(
+                f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
         self.net.load_state_dict(tensors)
         restore_optimizer(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, info["optimizer"])
         self.boost = tensors["boost"].numpy().copy()

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import random_raster
 from hm2bp_core.layers import ConvLayer, LayerTrace, PoolLayer
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec, load_spec
+
+from conftest import random_raster
 from reference import spsp_pair
 
 NO_REG = Regularization(**{"lambda": 0.0})
@@ -48,7 +49,7 @@ def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, pad
                                 e = spsp_pair(pre_t[q], post_t[o], lif)
                                 field.append((ci, i, j, q, e))
                 rho = [(e / a_o if a_o else 0.5) for *_, e in field]
-                s = sum(float(kernel[co, ci, i, j]) * r for (ci, i, j, _, _), r in zip(field, rho)) / nu
+                s = sum(float(kernel[co, ci, i, j]) * r for (ci, i, j, _, _), r in zip(field, rho, strict=True)) / nu
                 d = float(delta[0, o]) / nu
                 for ci, i, j, q, e in field:
                     grad[co, ci, i, j] += d * e * (1 + s)

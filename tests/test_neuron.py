@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hm2bp_core.neuron import LIFParameters, psp_kernel, simulate_lif
+
 from reference import lif_reference
 
 
@@ -50,7 +51,7 @@ def test_matches_scalar_reference_on_random_currents(lif, lateral):
         assert sum(map(len, got)) > 20
 
 
-def test_no_spike_at_t0_and_refractory_gap(lif):
+def test_no_spike_at_t0_and_refractory_gap():
     currents = torch.full((50, 1, 3), 100.0, dtype=torch.float64)
     times = simulate_lif(currents, 1.0, LIFParameters(refractory=4))[:, 0, 0].nonzero().flatten()
     assert int(times[0]) == 1
@@ -82,7 +83,7 @@ def test_compiled_kernel_equals_tensor_loop_and_chunking(lif, lateral):
 
 
 @pytest.mark.parametrize("lateral", [0.0, 1.0])
-def test_event_driven_dense_forward_equals_currents_then_lif(lif, lateral):
+def test_event_driven_dense_forward_equals_currents_then_lif(lateral):
     """dense_lif (weight rows of the firing inputs summed per step) = W s_in products + the tensor loop."""
     from hm2bp_core.kernels import cpu_kernels
     from hm2bp_core.neuron import LIFState, _lif_loop

@@ -19,7 +19,8 @@ from .dataset import Dataset, DatasetError
 from .idx import idx_names, read_idx_dataset
 
 # split -> (number of classes, first label in the files)
-SPLITS = {"balanced": (47, 0), "letters": (26, 1), "digits": (10, 0), "mnist": (10, 0), "byclass": (62, 0), "bymerge": (47, 0)}
+SPLITS = {"balanced": (47, 0), "letters": (26, 1), "digits": (10, 0), "mnist": (10, 0), "byclass": (62, 0),
+          "bymerge": (47, 0)}
 NAME = re.compile(r"emnist-([a-z]+)-(?:train|test)-(?:images|labels)-idx[13]-ubyte(?:\.gz)?$")
 
 

@@ -22,8 +22,8 @@ Orchard's saccade stabilisation (``stabilize.m``) is not applied.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -113,7 +113,8 @@ class _Source:
                 self.archive.close()
                 raise DatasetError(f"{path}:{info.filename}: unsafe member path (absolute or with '..'); not read")
         self.files = [i.filename for i in infos if not i.is_dir()]
-        names = {str(PurePosixPath(n).parent) for n in self.files} | {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        names = {str(PurePosixPath(n).parent) for n in self.files}
+        names |= {i.filename.rstrip("/") for i in infos if i.is_dir()}
         self.folders = sorted(names)
         self.where = lambda member: f"{path}:{member}"
 
