@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.nn.grad import conv2d_input, conv2d_weight
 
 from .kernels import for_tensor
 from .neuron import LIFParameters, LIFState, firing_threshold, lif_step_chunk
@@ -124,7 +125,9 @@ class SpikingLayer:
         self.regularization = regularization
         self.lateral = lateral  # output layer: fixed -lateral between its neurons (algorithm section 2.4)
 
-    units: int
+    @property
+    def units(self) -> int:
+        raise NotImplementedError
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -353,14 +356,13 @@ class ConvLayer(SpikingLayer):
 
     def adjoint(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0]
-        out = torch.nn.grad.conv2d_input((rows, *self.in_shape), self.weight, self._maps(x, self.out_shape),
-                                         stride=self.stride, padding=self.padding)
+        out = conv2d_input((rows, *self.in_shape), self.weight, self._maps(x, self.out_shape),
+                           stride=self.stride, padding=self.padding)
         return out.reshape(rows, -1)
 
     def weight_grad(self, out_side: torch.Tensor, in_side: torch.Tensor) -> torch.Tensor:
-        return torch.nn.grad.conv2d_weight(self._maps(in_side, self.in_shape), self.weight.shape,
-                                           self._maps(out_side, self.out_shape), stride=self.stride,
-                                           padding=self.padding)
+        return conv2d_weight(self._maps(in_side, self.in_shape), self.weight.shape,
+                             self._maps(out_side, self.out_shape), stride=self.stride, padding=self.padding)
 
     def fan_in_sum(self) -> torch.Tensor:
         ones = torch.ones(1, *self.in_shape, dtype=self.weight.dtype, device=self.weight.device)
@@ -374,8 +376,7 @@ class PoolLayer:
     than by the pooling threshold: delta_q = delta_o / size^2 * R_oq, R = e_oq / a_q if both fire, else 1.
     """
 
-    weight = None
-    lateral = 0.0
+    lateral = 0.0  # never an output layer (the output layer is dense): no lateral inhibition
 
     def __init__(self, threshold: float, neuron: LIFParameters, *, in_shape: tuple[int, int, int], size: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -214,7 +214,7 @@ class TrainingSpec(_Strict):
 
     @property
     def num_classes(self) -> int:
-        return self.network.layers[-1].units
+        return cast(DenseLayer, self.network.layers[-1]).units  # Network._output_is_dense
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
@@ -229,7 +229,7 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> TrainingSpec:
         return TrainingSpec()
     if isinstance(source, dict):
         return TrainingSpec.model_validate(source)
-    text = source
+    text = str(source)
     path = Path(source) if not isinstance(source, str) or "\n" not in source else None
     if path is not None and path.suffix.lower() in {".json", ".yaml", ".yml"}:
         text = path.read_text()

@@ -203,6 +203,7 @@ class Trainer:
             labels = self.dataset.labels("train", chunk).to(self.device)
             weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
+            assert result.gradients is not None  # run() with labels and learn computes them
             for param, grad in zip(self.net.parameters, result.gradients, strict=True):
                 param.grad = grad
             self.optimizer.step()

@@ -21,6 +21,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,7 @@ def digits() -> Dataset:
     return Dataset("digits", x[:cut], y[:cut], x[cut:], y[cut:], scale=16.0, source="builtin:digits")
 
 
-BUILTINS = {
+BUILTINS: dict[str, Callable[..., Dataset]] = {
     "mnist": mnist,
     "digits": digits,
     "emnist-balanced": functools.partial(emnist, "balanced"),

@@ -64,4 +64,6 @@ def read_emnist(path: str | Path, split: str | None = None) -> Dataset:
             )
         arrays[f"x_{part}"] = np.ascontiguousarray(x.transpose(0, 2, 1))
         arrays[f"y_{part}"] = y
-    return Dataset(name=f"emnist-{split}", scale=raw.scale, num_classes=num_classes, source=str(path), **arrays)
+    return Dataset(name=f"emnist-{split}", x_train=arrays["x_train"], y_train=arrays["y_train"],
+                   x_test=arrays["x_test"], y_test=arrays["y_test"], scale=raw.scale, num_classes=num_classes,
+                   source=str(path))

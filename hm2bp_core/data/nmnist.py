@@ -104,13 +104,14 @@ class _Source:
             self.archive = None
             return
         try:
-            self.archive = zipfile.ZipFile(path)
+            archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"{path}: not a readable zip archive ({exc})") from None
-        infos = self.archive.infolist()
+        self.archive = archive
+        infos = archive.infolist()
         for info in infos:  # every name is checked before any member is read
             if _unsafe(info.filename):
-                self.archive.close()
+                archive.close()
                 raise DatasetError(f"{path}:{info.filename}: unsafe member path (absolute or with '..'); not read")
         self.files = [i.filename for i in infos if not i.is_dir()]
         names = {str(PurePosixPath(n).parent) for n in self.files}
@@ -120,7 +121,7 @@ class _Source:
 
         def read(member: str) -> bytes:
             try:
-                return self.archive.read(member)
+                return archive.read(member)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 raise DatasetError(f"{path}:{member}: unreadable zip member ({exc})") from None
 
@@ -177,13 +178,13 @@ def read_nmnist(
     """
     if bin_us < 1 or time_steps < 2:
         raise ValueError("bin_us must be >= 1 and time_steps >= 2")
-    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    for path in paths:
+    roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    for path in roots:
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
     sources = []
     try:
-        for path in paths:
+        for path in roots:
             sources.append(_Source(path))
         x_train, y_train = _read_split(sources, "train", bin_us, time_steps)
         x_test, y_test = _read_split(sources, "test", bin_us, time_steps)
@@ -191,13 +192,13 @@ def read_nmnist(
         for source in sources:
             source.close()
     return Dataset(
-        name=name or (paths[0].stem if len(paths) == 1 else "nmnist"),
+        name=name or (roots[0].stem if len(roots) == 1 else "nmnist"),
         x_train=x_train,  # type: ignore[arg-type]
         y_train=y_train,
         x_test=x_test,  # type: ignore[arg-type]
         y_test=y_test,
         kind="spikes",
-        source=", ".join(str(p) for p in paths),
+        source=", ".join(str(p) for p in roots),
     )
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _cpu_key() -> bytes:
 
 
 @functools.cache
-def cpu_kernels():
+def cpu_kernels() -> ModuleType | None:
     if os.environ.get("HM2BP_NO_EXTENSIONS") == "1":
         return None
     try:
@@ -53,6 +54,6 @@ def cpu_kernels():
         return None
 
 
-def for_tensor(tensor) -> object | None:
+def for_tensor(tensor) -> ModuleType | None:
     """The CPU kernels when ``tensor`` lives on the CPU and they can be built, else None."""
     return cpu_kernels() if tensor.device.type == "cpu" else None
