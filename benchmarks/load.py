@@ -64,12 +64,14 @@ from websockets.asyncio.client import connect
 
 HM2BP = str(Path(sys.executable).with_name("hm2bp"))
 SUBMIT_SPEC = {  # small, valid, fit-checked on every submit; never trained here (the worker is busy)
-    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 20},
     "training": {"epochs": 1, "batch_size": 32, "max_train_samples": 100, "device": "cpu"},
 }
 RUNNING_SPEC = {  # the job the subscribers follow: a progress event every second for as long as needed
-    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 40},
     "training": {"epochs": 10_000, "batch_size": 8, "max_train_samples": 1400, "device": "cpu"},
 }
@@ -110,14 +112,14 @@ class LocalService:
             connection.exec_driver_sql(statement)
         engine.dispose()
 
-    def __enter__(self) -> "LocalService":
+    def __enter__(self) -> LocalService:
         try:
             return self._start()
         except BaseException:
             self.__exit__()
             raise
 
-    def _start(self) -> "LocalService":
+    def _start(self) -> LocalService:
         command = [HM2BP, "serve", "--port", str(self.port), "--data-dir", str(self.folder),
                    "--workers", str(self.workers)]
         self.process = subprocess.Popen(command, env=self.env, stdout=open(self.folder / "serve.log", "w"),
@@ -208,7 +210,7 @@ async def client_loop(index: int, http: aiohttp.ClientSession, deadline: float, 
         try:
             status = await request(http, op, index, job_ids)
             stats.record(op, time.perf_counter() - started, status < 400, str(status))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             stats.record(op, time.perf_counter() - started, False, type(exc).__name__)
         pause = min(think_time(think), deadline - time.monotonic())
         if pause > 0:
@@ -249,7 +251,7 @@ async def subscriber(ws_url: str, token: str, window: Window, stats: Stats) -> N
                     break
                 try:
                     message = await asyncio.wait_for(ws.recv(), timeout=left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 received = time.time()
                 event = json.loads(message)
@@ -277,7 +279,7 @@ async def cancel_all(http: aiohttp.ClientSession, job_ids: list[str]) -> None:
             try:
                 async with http.post(f"/v1/jobs/{job_id}/cancel") as response:
                     await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
 
     await asyncio.gather(*(cancel(job_id) for job_id in job_ids))
@@ -353,7 +355,8 @@ def report(stats: Stats, args: argparse.Namespace, cpu_seconds: float) -> None:
     lags = np.array(stats.lags or [float('nan')]) * 1000
     print(f"\nlive events received: {stats.events} ({stats.events / max(args.subscribers, 1):.0f} per subscriber; "
           f"{stats.replayed} before the window), event lag p50 {np.percentile(lags, 50):.0f} ms, "
-          f"p99 {np.percentile(lags, 99):.0f} ms, max {np.max(lags):.0f} ms, subscriber errors {stats.subscriber_errors}")
+          f"p99 {np.percentile(lags, 99):.0f} ms, max {np.max(lags):.0f} ms, "
+          f"subscriber errors {stats.subscriber_errors}")
     loop_lags = np.array(stats.loop_lags or [float("nan")]) * 1000
     print(f"load generator: CPU {cpu_seconds:.0f} s in {elapsed:.0f} s ({cpu_seconds / elapsed:.2f} cores; "
           f"{os.cpu_count()} in the machine), its event loop's lag p50 {np.percentile(loop_lags, 50):.1f} ms, "

@@ -1,4 +1,4 @@
-"""The paper's results table, reproduced row by row with the authors' settings (spec 1.3, 5, 6.4).
+"""The paper's results table, reproduced row by row with the authors' settings (algorithm section 10).
 
     python benchmarks/paper_table.py --row mnist-fc  --epochs 3 --train-samples 10000
     python benchmarks/paper_table.py --row mnist-cnn --epochs 2 --train-samples 2000
@@ -7,7 +7,7 @@
     python benchmarks/paper_table.py                 # every row, same options
 
 Each row trains the paper's network on its dataset and prints the paper's accuracy (mean over
-5 runs / best, spec 5.1) beside ours (final / best over the epochs run), the epochs and the time
+5 runs / best, algorithm section 10.2) beside ours (final / best over the epochs run), the epochs and the time
 per epoch. Data is read locally only (../shared/data/mnist.npz, or $HM2BP_DATA_DIR for the
 built-ins); pass --download to let builtin: datasets fetch the official files. A row whose data
 is absent is printed as skipped, with the reason. Rows are also appended to --results (JSON lines)
@@ -63,7 +63,7 @@ ROWS = {
                                                   {"type": "dense", "units": 10, "threshold": 15}]},
                            "encoding": {"kind": "spikes", "time_steps": 540},
                            "training": {"regularization": {"beta": 0.01}}}},
-    "emnist-fc": {"network": "784-800-47", "paper": "n/a (not recovered, spec 5.2)", "data": "builtin:emnist-balanced",
+    "emnist-fc": {"network": "784-800-47", "paper": "n/a (not recovered)", "data": "builtin:emnist-balanced",
                   "spec": {"network": {"layers": [MLP[0], {"type": "dense", "units": 47, "threshold": 8}]}}},
 }
 
@@ -107,9 +107,11 @@ def run_row(name: str, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         metrics = train(spec, dataset, out)
     epochs = metrics["epochs"]
-    return {**result, "ours_final": metrics["final"]["test_accuracy"], "ours_best": metrics["final"]["best_test_accuracy"],
+    return {**result, "ours_final": metrics["final"]["test_accuracy"],
+            "ours_best": metrics["final"]["best_test_accuracy"],
             "epochs": len(epochs), "train_samples": min(len(dataset.x_train), args.train_samples or 10**9),
-            "test_samples": min(len(dataset.x_test), args.test_samples or 10**9), "batch_size": spec.training.batch_size,
+            "test_samples": min(len(dataset.x_test), args.test_samples or 10**9),
+            "batch_size": spec.training.batch_size,
             "time_steps": spec.encoding.time_steps,
             "seconds_per_epoch": sum(r["seconds"] for r in epochs) / len(epochs),
             "accuracy_per_epoch": [round(r["test_accuracy"], 4) for r in epochs],

@@ -69,7 +69,7 @@ def hm2bp_step_fn(steps: int, device: torch.device):
         inputs = rate_encode(x.to(device), np.arange(BATCH) + BATCH * state["epoch"], seed=0, split="train",
                              time_steps=steps, max_rate=1 / 5.5)
         result = net.run(inputs, y)
-        for p, g in zip(net.parameters, result.gradients):
+        for p, g in zip(net.parameters, result.gradients, strict=True):
             p.grad = g
         optimizer.step()
 
@@ -80,7 +80,7 @@ def snntorch_step_fn(steps: int, device: torch.device):
     import snntorch as snn
     from snntorch import surrogate
 
-    alpha, beta = 1 - 1 / 8, 1 - 1 / 64  # the same Euler decays as the LIF of spec 1.2
+    alpha, beta = 1 - 1 / 8, 1 - 1 / 64  # the same Euler decays as the LIF of algorithm section 2.2
     grad = surrogate.fast_sigmoid()
 
     class Net(torch.nn.Module):

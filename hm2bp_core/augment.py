@@ -1,4 +1,4 @@
-"""Image augmentation of the authors' spiking CNN run (spec 4.5): elastic distortion, scaling, rotation.
+"""Image augmentation of the authors' spiking CNN run (algorithm section 8.3): elastic distortion, scaling, rotation.
 
 One random field per draw: a uniform displacement field in [-1, 1] smoothed by a Gaussian
 (sigma 4, 21 x 21) and scaled by ``distortion`` pixels, a scale factor in [1, 1 + scale] per axis

@@ -37,7 +37,8 @@ def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata:
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer's state_dict into named tensors and JSON-able rest."""
     state = optimizer.state_dict()
-    tensors, slots = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    slots: dict[str, list[str]] = {}
     for index, values in state["state"].items():
         slots[str(index)] = []
         for key, value in values.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -28,16 +28,19 @@ def _spec_errors(exc: ValidationError) -> str:
 
 @app.command()
 def train(
-    spec: Annotated[Optional[Path], typer.Argument(help="training spec (JSON or YAML); paper defaults if omitted")] = None,
-    data: Annotated[str, typer.Option(help="dataset: builtin:NAME, an .npz file, or IDX files (folder or zip)")] = "builtin:digits",
+    spec: Annotated[Path | None, typer.Argument(help="training spec (JSON or YAML); paper defaults if omitted")] = None,
+    data: Annotated[
+        str, typer.Option(help="dataset: builtin:NAME, an .npz file, or IDX files (folder or zip)")
+    ] = "builtin:digits",
     out: Annotated[Path, typer.Option(help="output folder for model, metrics and checkpoint")] = Path("runs/latest"),
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint if present")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option(help="where built-in datasets are cached")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="where built-in datasets are cached")] = None,
 ) -> None:
     """Train a spiking network with HM2-BP; writes OUT/model.safetensors, spec.json, metrics.json."""
     from .data import DatasetError, load_dataset
     from .spec import load_spec
-    from .train import TrainingDiverged, train as run_training
+    from .train import TrainingDiverged
+    from .train import train as run_training
 
     try:
         training_spec = load_spec(spec)
@@ -56,7 +59,7 @@ def train(
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="folder written by `hm2bp train`")],
     data: Annotated[str, typer.Option(help="dataset whose test split is evaluated")] = "builtin:digits",
-    data_dir: Annotated[Optional[Path], typer.Option(help="where built-in datasets are cached")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="where built-in datasets are cached")] = None,
 ) -> None:
     """Print the test accuracy of a trained model."""
     from .data import DatasetError, load_dataset

@@ -73,7 +73,7 @@ def spike_rasters(trainer: Trainer, count: int = 8, max_spikes: int = MAX_SPIKES
     result["time_steps"] = int(inputs.shape[0])
     for b, index in enumerate(indices.tolist()):
         layers = [{"name": name, **_spikes(raster[:, b], max_spikes)}
-                  for name, raster in zip(names, [inputs, *(trace.spikes for trace in traces)])]
+                  for name, raster in zip(names, [inputs, *(trace.spikes for trace in traces)], strict=True)]
         result["samples"].append({"index": index, "label": labels[b], "prediction": predicted[b],
                                   "output_counts": output_counts[b].tolist(), "layers": layers})
     return result

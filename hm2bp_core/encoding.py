@@ -1,4 +1,4 @@
-"""Input encoding: static intensities to Bernoulli spike trains (spec 4.4).
+"""Input encoding: static intensities to Bernoulli spike trains (algorithm section 8.1).
 
 For every step t = 1 .. T-1 an input fires with probability p = intensity * max_rate
 (max_rate = 1/5.5 reproduces the authors' pixel / (5.5 * 255)); no spike at t = 0; zero inputs

@@ -1,4 +1,4 @@
-"""Spiking layers and their HM2-BP backward rules (spec sections 1.2, 3.2-3.5).
+"""Spiking layers and their HM2-BP backward rules (algorithm sections 2.2, 5 and 6).
 
 A layer's forward pass maps an input raster (T x B x N_in, 0/1 floats) to its output raster.
 Its backward pass takes delta = dE/da_out (B x N_out, the macro-level error on firing counts) and
@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.nn.grad import conv2d_input, conv2d_weight
 
 from .kernels import for_tensor
 from .neuron import LIFParameters, LIFState, firing_threshold, lif_step_chunk
@@ -85,12 +86,12 @@ class LayerTrace:
 
 @dataclass
 class LayerGradient:
-    weight: torch.Tensor  # mean over the batch (or B x ... when per_sample)
+    weight: torch.Tensor | None  # mean over the batch (or B x ... when per_sample); None for a pool layer
     delta_below: torch.Tensor | None  # B x N_in
 
 
 def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch.Tensor:
-    """reg_ij = lambda * beta * (w_ij/W) * exp(beta * (S_i - 1)), S_i = mean_j (w_ij/W)^2 (spec 4.3).
+    """reg_ij = lambda * beta * (w_ij/W) * exp(beta * (S_i - 1)), S_i = mean_j (w_ij/W)^2 (algorithm section 7.1).
 
     Rows are the post neurons (dense) or output maps (conv: all of a map's kernel weights).
     """
@@ -122,9 +123,11 @@ class SpikingLayer:
         self.threshold = threshold
         self.neuron = neuron
         self.regularization = regularization
-        self.lateral = lateral  # output layer: fixed -lateral between its neurons (spec 4.6)
+        self.lateral = lateral  # output layer: fixed -lateral between its neurons (algorithm section 2.4)
 
-    units: int
+    @property
+    def units(self) -> int:
+        raise NotImplementedError
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -169,30 +172,31 @@ class SpikingLayer:
         """
         post = trace.spikes if post_spikes is None else post_spikes
         steps, batch, fan_in = trace.inputs.shape
-        size = self._samples_per_chunk(steps, batch, fan_in, per_sample)
+        size = max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
         grads, belows = [], []
         for start in range(0, batch, size):
             part = slice(start, start + size)
             grad, below = self._backward_chunk(
                 trace.inputs[:, part], post[:, part], delta[part], switches,
-                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample,
-                trace.weight_t)
+                None if lateral_factor is None else lateral_factor[part], need_delta_below, per_sample)
             grads.append(grad)
             belows.append(below)
         if per_sample:
             grad = torch.cat(grads)
         else:
-            grad = (grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)).div_(batch)
+            grad = grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)
+        return self._gradient(grad, torch.cat(belows) if need_delta_below else None, batch, per_sample)
+
+    def _gradient(self, grad: torch.Tensor, below: torch.Tensor | None, batch: int,
+                  per_sample: bool) -> LayerGradient:
+        """The result of :meth:`backward` from the per-sample gradients or their sum over the batch."""
+        if not per_sample:
+            grad = grad.div_(batch)
             grad += exponential_penalty_grad(self.weight, self.regularization)
-        return LayerGradient(weight=grad, delta_below=torch.cat(belows) if need_delta_below else None)
+        return LayerGradient(weight=grad, delta_below=below)
 
-    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
-        return max(1, CHUNK_WEIGHTS // (max(self.units, fan_in) * steps))  # bounds Q and W^T Q alike
-
-    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
-                        weight_t=None):
-        """(summed or per-sample gradient, delta_below) of a few samples (``weight_t``: the forward
-        pass's W^T, which only the compiled dense path uses)."""
+    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
+        """(summed or per-sample gradient, delta_below) of a few samples."""
         nu = self.threshold
         dtype = self.weight.dtype
         post = post.to(dtype)
@@ -232,7 +236,7 @@ class SpikingLayer:
         return grad, below
 
     def _delta_below(self, inputs, q, d, firing, a_in, switches: Hm2bp) -> torch.Tensor:
-        """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (spec 3.2-3.3)."""
+        """delta_j = sum_i d_i w_ij R_ij with R = e/a_j where both fire, 1 elsewhere (algorithm sections 5.1-5.2)."""
         d_firing = d * firing
         d_silent = d * ~firing
         # sum_{i firing} d_i w_ij e_ij = sum_t S_in[t,j] * (W^T (d Q[:, t]))_j
@@ -250,7 +254,7 @@ class SpikingLayer:
 
 
 class DenseLayer(SpikingLayer):
-    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (spec 1.2).
+    """Fully connected LIF layer: I[t] = W s_in[t], W is N_out x N_in, no bias (algorithm sections 2.2, 5).
 
     On the CPU both passes run in the compiled kernels of ``kernels/cpu.cpp``: the forward pass sums
     the weight rows of the inputs that fire at each step straight into the LIF loop (no current
@@ -275,26 +279,33 @@ class DenseLayer(SpikingLayer):
             self.neuron.refractory, self.lateral, 0)
         return LayerTrace(inputs=inputs, spikes=spikes, weight_t=weight_t)
 
-    def _samples_per_chunk(self, steps: int, batch: int, fan_in: int, per_sample: bool) -> int:
-        if for_tensor(self.weight) is None or per_sample:
-            return super()._samples_per_chunk(steps, batch, fan_in, per_sample)
-        return batch  # the kernel's memory is per thread, whatever the batch
-
-    def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample,
-                        weight_t=None):
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,
+        need_delta_below: bool = True,
+        per_sample: bool = False,
+    ) -> LayerGradient:
+        """:meth:`SpikingLayer.backward`; on the CPU the whole batch in one call of the compiled
+        kernel (its memory is per thread, whatever the batch), with the forward pass's W^T."""
         kernel = for_tensor(self.weight)
         if kernel is None:
-            return super()._backward_chunk(inputs, post, delta, switches, lateral_factor, need_delta_below,
-                                           per_sample)
+            return super().backward(trace, delta, switches, post_spikes=post_spikes, lateral_factor=lateral_factor,
+                                    need_delta_below=need_delta_below, per_sample=per_sample)
+        post = trace.spikes if post_spikes is None else post_spikes
         dtype = self.weight.dtype
         factor = torch.empty(0, dtype=dtype) if lateral_factor is None else lateral_factor.to(dtype)
+        weight_t = self.weight.detach().T.contiguous() if trace.weight_t is None else trace.weight_t
         grad, below = kernel.dense_backward(
-            as_bool(inputs), as_bool(post), self.weight.detach().T.contiguous() if weight_t is None else weight_t,
-            delta.to(dtype), factor, self.threshold,
+            as_bool(trace.inputs), as_bool(post), weight_t, delta.to(dtype), factor, self.threshold,
             self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory, switches.refractory_shift,
             switches.psp_window, switches.side_effect, switches.ratio_fallbacks, switches.silent_post_spsp,
             need_delta_below, per_sample)
-        return grad, below if need_delta_below else None
+        return self._gradient(grad, below if need_delta_below else None, trace.inputs.shape[1], per_sample)
 
     def currents(self, inputs: torch.Tensor) -> torch.Tensor:
         """Feed-forward input I[t] = W s_in[t] of every step in one product (T x B x N_out)."""
@@ -313,9 +324,9 @@ class DenseLayer(SpikingLayer):
 class ConvLayer(SpikingLayer):
     """Spiking convolution (cross-correlation, shared kernel K: C_out x C_in x k x k, no bias).
 
-    I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (spec 3.5); neurons
+    I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (algorithm section 6.1); neurons
     fire on v > nu (no 1e-6 slack, as the authors' ConvSpiking). The weight gradient sums the
-    per-position S-PSP terms over all positions sharing the kernel (spec 3.5, "summed, not averaged").
+    per-position S-PSP terms over all positions sharing the kernel (summed, not averaged).
     """
 
     strict_threshold = True
@@ -345,14 +356,13 @@ class ConvLayer(SpikingLayer):
 
     def adjoint(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0]
-        out = torch.nn.grad.conv2d_input((rows, *self.in_shape), self.weight, self._maps(x, self.out_shape),
-                                         stride=self.stride, padding=self.padding)
+        out = conv2d_input((rows, *self.in_shape), self.weight, self._maps(x, self.out_shape),
+                           stride=self.stride, padding=self.padding)
         return out.reshape(rows, -1)
 
     def weight_grad(self, out_side: torch.Tensor, in_side: torch.Tensor) -> torch.Tensor:
-        return torch.nn.grad.conv2d_weight(self._maps(in_side, self.in_shape), self.weight.shape,
-                                           self._maps(out_side, self.out_shape), stride=self.stride,
-                                           padding=self.padding)
+        return conv2d_weight(self._maps(in_side, self.in_shape), self.weight.shape,
+                             self._maps(out_side, self.out_shape), stride=self.stride, padding=self.padding)
 
     def fan_in_sum(self) -> torch.Tensor:
         ones = torch.ones(1, *self.in_shape, dtype=self.weight.dtype, device=self.weight.device)
@@ -360,14 +370,13 @@ class ConvLayer(SpikingLayer):
 
 
 class PoolLayer:
-    """Spiking pooling: unit weights over size x size windows (stride = size), LIF neurons (spec 3.5).
+    """Spiking pooling: unit weights over size x size windows (stride = size), LIF neurons (algorithm section 6.2).
 
     Not learnable. The error sent down follows the authors' code, which divides by size^2 rather
     than by the pooling threshold: delta_q = delta_o / size^2 * R_oq, R = e_oq / a_q if both fire, else 1.
     """
 
-    weight = None
-    lateral = 0.0
+    lateral = 0.0  # never an output layer (the output layer is dense): no lateral inhibition
 
     def __init__(self, threshold: float, neuron: LIFParameters, *, in_shape: tuple[int, int, int], size: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
@@ -404,9 +413,21 @@ class PoolLayer:
         full[:, :, : up.shape[-2], : up.shape[-1]] = up
         return full.reshape(*lead, c * h * w)
 
-    def backward(self, trace: LayerTrace, delta: torch.Tensor, switches: Hm2bp, *, post_spikes=None,
-                 lateral_factor=None, need_delta_below: bool = True, per_sample: bool = False) -> LayerGradient:
-        post = trace.spikes.to(self.dtype)
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,  # noqa: ARG002 (SpikingLayer.backward's signature: no weight to scale)
+        need_delta_below: bool = True,
+        per_sample: bool = False,  # noqa: ARG002 (SpikingLayer.backward's signature: no weight gradient to split)
+    ) -> LayerGradient:
+        """The error sent down (no weight gradient); the arguments are those of :meth:`SpikingLayer.backward`."""
+        if not need_delta_below:
+            return LayerGradient(weight=None, delta_below=None)
+        post = (trace.spikes if post_spikes is None else post_spikes).to(self.dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
         a_in = trace.inputs.sum(0).to(self.dtype)
         a_out = post.sum(0)

@@ -1,8 +1,8 @@
-"""A feed-forward spiking network and one HM2-BP gradient computation over a batch (spec 3.5).
+"""A feed-forward spiking network and one HM2-BP gradient computation over a batch (algorithm section 5.5).
 
 Per sample the authors process the layers top-down: each layer computes the error for the layer
 below with its current weights, then its own gradient. With batches, every sample's gradients are
-computed in parallel and averaged; the optimizer takes one step per batch (spec section 11).
+computed in parallel and averaged; the optimizer takes one step per batch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer, spike_counts
+from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer, SpikingLayer, spike_counts
 from .neuron import LIFParameters
 from .objective import count_error, lateral_factor, with_dummy_label_train
 from .spec import TrainingSpec
@@ -37,10 +37,11 @@ class SpikingNetwork:
         if len(shape) == 2:
             shape = (1, *shape)  # a gray image is one input channel
         reg = spec.training.regularization
-        self.layers: list = []
+        self.layers: list[SpikingLayer | PoolLayer] = []
         configs = spec.network.layers
         for k, cfg in enumerate(configs):
             is_output = k == len(configs) - 1
+            layer: SpikingLayer | PoolLayer
             if cfg.type == "pool":
                 if len(shape) != 3:
                     raise ValueError(f"network.layers[{k}]: a pool layer needs C x H x W input, got {shape}")
@@ -63,12 +64,12 @@ class SpikingNetwork:
 
     @staticmethod
     def _uniform(shape, init_range, generator):
-        """initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (spec 4.2)."""
+        """initType "Bernoulli" of the authors' code is uniform U(-initW, initW) (algorithm section 7.4)."""
         return (torch.rand(*shape, generator=generator) * 2 - 1) * init_range
 
     @property
-    def learnable(self) -> list[tuple[int, object]]:
-        return [(k, layer) for k, layer in enumerate(self.layers) if layer.weight is not None]
+    def learnable(self) -> list[tuple[int, SpikingLayer]]:
+        return [(k, layer) for k, layer in enumerate(self.layers) if isinstance(layer, SpikingLayer)]
 
     @property
     def parameters(self) -> list[torch.Tensor]:
@@ -81,7 +82,8 @@ class SpikingNetwork:
         for k, layer in self.learnable:
             value = tensors[f"layers.{k}.weight"]
             if value.shape != layer.weight.shape:
-                raise ValueError(f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
+                raise ValueError(
+                    f"layers.{k}.weight has shape {tuple(value.shape)}, expected {tuple(layer.weight.shape)}")
             with torch.no_grad():
                 layer.weight.copy_(value.to(layer.weight.device, layer.weight.dtype))
 
@@ -122,7 +124,7 @@ class SpikingNetwork:
         post = out_trace.spikes
         if switches.dummy_label_train:
             post = with_dummy_label_train(post, labels, self.spec.output.desired_count)
-        gradients: list[torch.Tensor] = [None] * len(self.layers)  # type: ignore[list-item]
+        gradients: dict[int, torch.Tensor] = {}
         for k in range(len(self.layers) - 1, -1, -1):
             result = self.layers[k].backward(
                 traces[k], delta, switches,
@@ -131,6 +133,7 @@ class SpikingNetwork:
                 need_delta_below=k > 0,
                 per_sample=per_sample,
             )
-            gradients[k] = result.weight
+            if result.weight is not None:
+                gradients[k] = result.weight
             delta = result.delta_below
         return [gradients[k] for k, _ in self.learnable]

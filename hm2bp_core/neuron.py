@@ -1,4 +1,4 @@
-"""LIF neuron with a first-order synapse: discrete simulation and PSP kernel (spec section 1).
+"""LIF neuron with a first-order synapse: discrete simulation and PSP kernel (algorithm section 2).
 
 Continuous model (Gerstner & Kistler SRM form), time in steps:
 
@@ -6,7 +6,7 @@ Continuous model (Gerstner & Kistler SRM form), time in steps:
     du/dt       = -u / tau_m + x / tau_s                              (membrane)
     u > nu  ->  spike, u := 0, u held at 0 for T_ref steps
 
-Discrete simulation used by the authors' CUDA code (spec 1.2), with a one-step input delay::
+Discrete simulation used by the authors' CUDA code (algorithm section 2.2), with a one-step input delay::
 
     for t = 0 .. T-1:
         v -= v / tau_m ;  x -= x / tau_s
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-# The authors' dense/pool layers test v > nu - 1e-6; conv layers test v > nu (spec 1.2).
+# The authors' dense/pool layers test v > nu - 1e-6; conv layers test v > nu (algorithm section 2.3).
 THRESHOLD_SLACK = 1e-6
 
 
@@ -49,7 +49,7 @@ class LIFParameters:
 
 
 def psp_kernel(s: float, tau: float, p: LIFParameters) -> float:
-    """Reset-aware SRM kernel epsilon(s, tau) of one unit-weight pre spike (spec 1.1).
+    """Reset-aware SRM kernel epsilon(s, tau) of one unit-weight pre spike (algorithm section 2.5).
 
     ``tau`` = time since the (shifted) pre spike, ``s`` = time since the post neuron restarted
     integrating. A spike that arrived before the restart (tau > s) contributes its synaptic
@@ -75,7 +75,7 @@ class LIFState:
     t: int = 0  # steps simulated so far
 
     @classmethod
-    def zeros(cls, batch: int, units: int, dtype: torch.dtype, device: torch.device) -> "LIFState":
+    def zeros(cls, batch: int, units: int, dtype: torch.dtype, device: torch.device) -> LIFState:
         zero = torch.zeros(batch, units, dtype=dtype, device=device)
         return cls(zero.clone(), zero.clone(), torch.zeros(batch, units, dtype=torch.int64, device=device),
                    zero.clone(), zero.clone())
@@ -116,7 +116,7 @@ def _lif_loop(currents: torch.Tensor, prev_currents: torch.Tensor, prev_spikes: 
 
 
 def firing_threshold(threshold: float, strict: bool) -> float:
-    """The value v must exceed: nu for conv layers (strict), nu - 1e-6 for the others (spec 1.2)."""
+    """The value v must exceed: nu for conv layers (strict), nu - 1e-6 for the others (algorithm section 2.3)."""
     return threshold if strict else threshold - THRESHOLD_SLACK
 
 

@@ -1,12 +1,12 @@
 """The output layer's objective: dead-zone count targets, dummy label train, lateral factor.
 
-Loss (spec 3.1): y_i = desired (35) for the label neuron, undesired (5) for the others; a term
+Loss (algorithm section 4.1): y_i = desired (35) for the label neuron, undesired (5) for the others; a term
 counts only outside the dead zone |a_i - y_i| > margin (5)::
 
-    delta_i = (a_i - y_i) * [|a_i - y_i| > margin] * beta_n        (beta_n: boosting weight, spec 4.6.5)
+    delta_i = (a_i - y_i) * [|a_i - y_i| > margin] * beta_n        (beta_n: boosting weight, algorithm section 7.5)
     cost    = sum_i (a_i - y_i)^2 * [|a_i - y_i| > margin]          (the authors' logged cost, no 1/2)
 
-Prediction = argmax of the output counts (ties and all-silent -> the lowest index).
+Prediction = argmax of the output counts (ties and all-silent -> the lowest index; algorithm section 4.2).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def predict(counts: torch.Tensor) -> torch.Tensor:
 
 
 def with_dummy_label_train(spikes: torch.Tensor, labels: torch.Tensor, desired: float) -> torch.Tensor:
-    """The output raster with a regular train on every silent label neuron (spec 3.5, 4.6.2).
+    """The output raster with a regular train on every silent label neuron (algorithm section 4.3).
 
     Spikes at t = k * floor(T / desired), k = 1, 2, ... while t < T (36 spikes for T = 400).
     They only make the label neuron's S-PSP non-zero; the output error is not recomputed.
@@ -63,7 +63,7 @@ def lateral_factor(
     shift: bool = True,
     window: bool = True,
 ) -> torch.Tensor:
-    """L_j (B x C) for the output layer's lateral inhibition (spec 4.6.4), on the real spikes.
+    """L_j (B x C) for the output layer's lateral inhibition (algorithm section 4.4), on the real spikes.
 
     d_m = 1/nu if (a_m > 0 or m is the label) else 0;  rho_jm = e_{m|j}/a_j, rho_mj = e_{j|m}/a_m
     when a_j, a_m > 0, else 1;  L_j = 1 / (1 - w0^2 sum_{m != j} rho_jm d_m rho_mj d_j).

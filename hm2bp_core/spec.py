@@ -1,12 +1,12 @@
 """The training spec: one validated document that describes an HM2-BP run.
 
 Every field has the paper's default (the authors' MNIST 784-800-10 configuration,
-``Config/SpikingMnistConfig.txt``; spec sections 1.3, 3.1, 4.1-4.6). Unknown fields are
+``Config/SpikingMnistConfig.txt``; algorithm section 10.1). Unknown fields are
 rejected with a message naming them. The names of the sections ``network``, ``neuron``,
 ``encoding``, ``output`` and ``training`` and their fields are a public contract: the
 service stores this document with every job and clients send it.
 
-``hm2bp`` holds the named switches for each heuristic of the authors' code (spec section 11):
+``hm2bp`` holds the named switches for each heuristic of the authors' code (the table of algorithm section 1.3):
 all on by default (mode ``faithful``), each can be turned off to see what it does.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -33,7 +33,7 @@ class DenseLayer(_Strict):
     units: int = Field(gt=0, le=100_000, description="number of LIF neurons")
     threshold: float = Field(gt=0, description="firing threshold nu of the layer")
     init_range: float = Field(
-        1.0, gt=0, description="weights start uniform in [-init_range, +init_range] (spec 4.2)"
+        1.0, gt=0, description="weights start uniform in [-init_range, +init_range] (algorithm section 7.4)"
     )
 
 
@@ -63,7 +63,7 @@ def _layer_type(value: Any) -> str:
 
 
 Layer = Annotated[
-    Union[Annotated[DenseLayer, Tag("dense")], Annotated[ConvLayer, Tag("conv")], Annotated[PoolLayer, Tag("pool")]],
+    Annotated[DenseLayer, Tag("dense")] | Annotated[ConvLayer, Tag("conv")] | Annotated[PoolLayer, Tag("pool")],
     Discriminator(_layer_type, custom_error_type="layer_type",
                   custom_error_message="type must be one of 'dense', 'conv', 'pool'"),
 ]
@@ -76,32 +76,33 @@ def _paper_mlp() -> list[Layer]:
 class Network(_Strict):
     layers: list[Layer] = Field(default_factory=_paper_mlp, min_length=1, max_length=64)
     input_shape: list[int] | None = Field(
-        None, description="shape of one input sample; taken from the dataset when omitted, checked against it when given"
+        None,
+        description="shape of one input sample; taken from the dataset when omitted, checked against it when given",
     )
 
     @model_validator(mode="after")
-    def _output_is_dense(self) -> "Network":
+    def _output_is_dense(self) -> Network:
         if not isinstance(self.layers[-1], DenseLayer):
             raise ValueError("the last layer (the output layer) must be of type 'dense'")
         return self
 
 
 class Neuron(_Strict):
-    """LIF neuron with a first-order synapse (spec 1.1-1.2); times in simulation steps."""
+    """LIF neuron with a first-order synapse (algorithm section 2); times in simulation steps."""
 
     tau_m: float = Field(64.0, gt=1.0, description="membrane time constant (steps)")
     tau_s: float = Field(8.0, gt=1.0, description="synaptic time constant (steps)")
     refractory: int = Field(2, ge=0, le=1000, description="absolute refractory period T_ref (steps)")
 
     @model_validator(mode="after")
-    def _distinct_constants(self) -> "Neuron":
+    def _distinct_constants(self) -> Neuron:
         if self.tau_m == self.tau_s:
             raise ValueError("tau_m and tau_s must differ (the PSP kernel divides by 1 - tau_s/tau_m)")
         return self
 
 
 class Encoding(_Strict):
-    """How inputs become spike trains (spec 4.4).
+    """How inputs become spike trains (algorithm sections 8.1-8.2).
 
     ``rate``: Bernoulli spikes with p = intensity * max_rate per step, no spike at t = 0, drawn
     once per sample from the run's seed. ``spikes``: the dataset already holds spike rasters
@@ -114,7 +115,7 @@ class Encoding(_Strict):
 
 
 class Augmentation(_Strict):
-    """Elastic distortion, scaling and rotation of image inputs (spec 4.5; the authors' CNN run).
+    """Elastic distortion, scaling and rotation of image inputs (algorithm section 8.3; the authors' CNN run).
 
     When enabled, a fresh spike train is drawn for every presentation of a training sample (test
     trains stay fixed). Off by default; the paper's CNN config uses scale 12 %, rotation 12 degrees
@@ -129,7 +130,7 @@ class Augmentation(_Strict):
 
 
 class Output(_Strict):
-    """Dead-zone count targets of the output layer (spec 3.1) and its lateral inhibition (4.6)."""
+    """Dead-zone count targets of the output layer (algorithm section 4.1) and its lateral inhibition (2.4, 4.4)."""
 
     desired_count: float = Field(35.0, ge=0)
     undesired_count: float = Field(5.0, ge=0)
@@ -140,7 +141,7 @@ class Output(_Strict):
 
 
 class Regularization(_Strict):
-    """Exponential weight penalty (spec 4.3): reg = lambda*beta*(w/W)*exp(beta*(mean((w/W)^2) - 1))."""
+    """Exponential weight penalty (algorithm section 7.1): reg = lambda*beta*(w/W)*exp(beta*(mean((w/W)^2) - 1))."""
 
     lambda_: float = Field(10.0, ge=0, alias="lambda")
     beta: float = Field(0.04, ge=0)
@@ -155,7 +156,7 @@ class Training(_Strict):
     optimizer: Literal["adam"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10.0)
     lr_schedule: Literal["inv_sqrt_epoch", "constant"] = Field(
-        "inv_sqrt_epoch", description="lr for 0-based epoch e: lr for e < 2, lr/sqrt(e) after (spec 4.1)"
+        "inv_sqrt_epoch", description="lr for 0-based epoch e: lr for e < 2, lr/sqrt(e) after (algorithm section 7.3)"
     )
     seed: int = Field(0, ge=0, lt=2**63)
     device: Literal["auto", "cpu", "cuda"] | str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -168,23 +169,25 @@ class Training(_Strict):
 
 
 class Hm2bp(_Strict):
-    """Named switches for the heuristics of the authors' code (spec 2-4 and 11); all on = faithful."""
+    """Named switches for the heuristics of the authors' code (algorithm section 1.3); all on = faithful."""
 
     mode: Literal["faithful", "custom"] = "faithful"
-    refractory_shift: bool = Field(True, description="shift pre spikes by +T_ref in the S-PSP (spec 2)")
+    refractory_shift: bool = Field(True, description="shift pre spikes by +T_ref in the S-PSP (algorithm section 3.2)")
     psp_window: bool = Field(True, description="count only pre spikes in the 4*tau_m steps before a post spike")
     silent_post_spsp: float = Field(0.1, ge=0, description="e_ij for a silent post neuron with an active input")
     ratio_fallbacks: bool = Field(True, description="dE/da_pre = 1 and side-effect ratio 0.5 for silent neurons")
-    side_effect: bool = Field(True, description="the (1 + s_i) factor on the weight gradient (spec 3.4)")
-    dummy_label_train: bool = Field(True, description="regular spike train for a silent label neuron (spec 4.6.2)")
+    side_effect: bool = Field(True, description="the (1 + s_i) factor on the weight gradient (algorithm section 5.3)")
+    dummy_label_train: bool = Field(
+        True, description="regular spike train for a silent label neuron (algorithm section 4.3)"
+    )
     lateral_factor: bool = Field(True, description="the lateral-inhibition factor L_j on output gradients")
-    boosting: bool = Field(True, description="per-epoch re-weighting of misclassified samples (spec 4.6.5)")
+    boosting: bool = Field(True, description="per-epoch re-weighting of misclassified samples (algorithm section 7.5)")
     shuffle: Literal["swaps", "full", "none"] = Field(
         "swaps", description="per-epoch order: 5000 random pair swaps (authors), a full permutation, or none"
     )
 
     @model_validator(mode="after")
-    def _mode_matches_switches(self) -> "Hm2bp":
+    def _mode_matches_switches(self) -> Hm2bp:
         default = Hm2bp.model_construct()
         changed = [
             name
@@ -211,7 +214,7 @@ class TrainingSpec(_Strict):
 
     @property
     def num_classes(self) -> int:
-        return self.network.layers[-1].units
+        return cast(DenseLayer, self.network.layers[-1]).units  # Network._output_is_dense
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
@@ -226,7 +229,7 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> TrainingSpec:
         return TrainingSpec()
     if isinstance(source, dict):
         return TrainingSpec.model_validate(source)
-    text = source
+    text = str(source)
     path = Path(source) if not isinstance(source, str) or "\n" not in source else None
     if path is not None and path.suffix.lower() in {".json", ".yaml", ".yml"}:
         text = path.read_text()

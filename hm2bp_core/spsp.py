@@ -1,12 +1,12 @@
-"""Spike-train level PSP (S-PSP) e_{i|j} without loops over spike pairs (spec sections 2 and 8.2).
+"""Spike-train level PSP (S-PSP) e_{i|j} without loops over spike pairs (algorithm sections 3.1-3.3).
 
-Definition (authors' code, spec 2): with p = t_j^f + shift (shift = T_ref), for every spike t_k of
+Definition (authors' code, algorithm section 3.1): with p = t_j^f + shift (shift = T_ref), for every spike t_k of
 post neuron i with restart time r_k (r_1 = 1, r_k = t_{k-1} + T_ref) and s_k = t_k - r_k::
 
     e_{i|j} = sum_k sum_{f in F_k} eps(s_k, t_k - p),
     F_k = { f : max(1, t_k - W) <= t_j^f < t_k  and  p <= t_k },      W = 4 * tau_m
 
-Writing d(tau) = exp(-tau/tau_m) - exp(-tau/tau_s), the kernel of one pair is (spec 8.2)::
+Writing d(tau) = exp(-tau/tau_m) - exp(-tau/tau_s), the kernel of one pair is (algorithm section 3.3)::
 
     eps(s_k, t_k - p) / c = d(t_k - p) - exp(-s_k/tau_m) * d(r_k - p) * [p < r_k]
 
@@ -25,7 +25,7 @@ On the CPU the compiled ``spike_weights`` of ``kernels/cpu.cpp`` does the same p
 (coefficients, then one backward sweep of both filters); the tensor code here is the CUDA path and
 the fallback.
 
-Special cases of the code (spec 2): a silent pre neuron gives e = 0 (no spikes); a silent post
+Special cases of the code (algorithm sections 3.1-3.2): a silent pre neuron gives e = 0 (no spikes); a silent post
 neuron with an active pre neuron gets e = ``silent_value`` (0.1), applied by :func:`spsp`.
 """
 
@@ -43,7 +43,7 @@ _FILTER_BLOCK = 32
 def restart_times(post: torch.Tensor, refractory: int) -> torch.Tensor:
     """r[t] for every step (T x ...): when the neuron last restarted integrating before step t.
 
-    r = 1 before the first spike, and t_prev + T_ref after a spike at t_prev (spec 2).
+    r = 1 before the first spike, and t_prev + T_ref after a spike at t_prev (algorithm section 3.1).
     """
     steps = post.shape[0]
     t = torch.arange(steps, device=post.device).view(-1, *([1] * (post.dim() - 1)))
@@ -165,7 +165,7 @@ def spsp(
     silent_value: float = 0.1,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """E (B x N_post x N_pre): the S-PSP e_{i|j} of every pair, code semantics (spec 2).
+    """E (B x N_post x N_pre): the S-PSP e_{i|j} of every pair, code semantics (algorithm section 3.1).
 
     ``pre``: T x B x N_pre raster, ``post``: T x B x N_post raster. Pass ``weights`` (from
     :func:`spike_weights`) to reuse them. Silent post neurons get ``silent_value`` for every

@@ -1,6 +1,6 @@
 """The trainer: epochs of HM2-BP updates, evaluation, checkpoint/resume, progress callbacks.
 
-One epoch (spec 4.1, 4.5, 4.6):
+One epoch (algorithm sections 7.2-7.6):
 
 1. order the training samples (authors: 5000 random pair swaps of the running order);
 2. for each batch: encode, simulate, compute the HM2-BP gradients (per-sample in parallel, mean
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .augment import random_grids, warp
 from .checkpoint import (
     load_checkpoint,
     load_model,
@@ -33,7 +34,6 @@ from .checkpoint import (
     save_checkpoint,
     save_model,
 )
-from .augment import random_grids, warp
 from .data import Dataset, DatasetFacts
 from .encoding import rate_encode
 from .network import SpikingNetwork
@@ -87,7 +87,7 @@ def check_fit(spec: TrainingSpec, dataset: DatasetFacts) -> None:
 
 
 def learning_rate(spec: TrainingSpec, epoch: int) -> float:
-    """lr for 0-based ``epoch`` (spec 4.1): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
+    """lr for 0-based ``epoch`` (algorithm section 7.3): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
     if spec.training.lr_schedule == "constant" or epoch < 2:
         return spec.training.lr
     return spec.training.lr / math.sqrt(epoch)
@@ -101,7 +101,7 @@ class Trainer:
                  progress_bar: bool = False):
         check_fit(spec, dataset.facts())
         self.spec, self.dataset, self.out_dir = spec, dataset, Path(out_dir)
-        self.callback = callback or (lambda event: None)
+        self.callback = callback or (lambda _event: None)
         self.should_stop = should_stop or (lambda: False)
         self.progress_bar = progress_bar
         self.device = resolve_device(spec.training.device)
@@ -136,7 +136,7 @@ class Trainer:
         enc, aug = self.spec.encoding, self.spec.augmentation
         keys = indices
         if aug.enabled and split == "train":
-            # distorted images, and a fresh spike train for every presentation (spec 4.5)
+            # distorted images, and a fresh spike train for every presentation (algorithm section 8.3)
             height, width = self.dataset.input_shape
             grids = self._epoch_grid if aug.per == "epoch" else random_grids(
                 len(indices), height, width, scale=aug.scale, rotation=aug.rotation, distortion=aug.distortion,
@@ -203,7 +203,8 @@ class Trainer:
             labels = self.dataset.labels("train", chunk).to(self.device)
             weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
-            for param, grad in zip(self.net.parameters, result.gradients):
+            assert result.gradients is not None  # run() with labels and learn computes them
+            for param, grad in zip(self.net.parameters, result.gradients, strict=True):
                 param.grad = grad
             self.optimizer.step()
             batch_cost = float(result.cost.sum())
@@ -242,7 +243,7 @@ class Trainer:
                 "seconds": seconds, "samples_per_sec": seen / max(seconds, 1e-9)}
 
     def _boost(self, wrong: np.ndarray) -> None:
-        """beta_n *= exp(err_c / 20) for misclassified n of class c (spec 4.6.5)."""
+        """beta_n *= exp(err_c / 20) for misclassified n of class c (algorithm section 7.5)."""
         labels = self.dataset.y_train
         members = np.zeros(len(labels), dtype=bool)
         members[self.order] = True
@@ -260,7 +261,8 @@ class Trainer:
             self._restore()
         cfg = self.spec.training
         if self.epoch:
-            self.callback({"type": "log", "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
+            self.callback({"type": "log",
+                           "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
         while self.epoch < cfg.epochs:
             row = self._train_epoch()
             self.train_seconds += row["seconds"]
@@ -308,7 +310,8 @@ class Trainer:
             return
         tensors, info = loaded
         if info["spec"] != self.spec.to_dict():
-            raise ValueError(f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
+            raise ValueError(
+                f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
         self.net.load_state_dict(tensors)
         restore_optimizer(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, info["optimizer"])
         self.boost = tensors["boost"].numpy().copy()

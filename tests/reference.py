@@ -1,4 +1,4 @@
-"""Slow reference implementations written straight from the spec's definitions (loops over spikes).
+"""Slow reference implementations written straight from the definitions of docs/algorithm.md (loops over spikes).
 
 They exist only to check the fast tensor code; nothing in the package imports them.
 """
@@ -9,7 +9,7 @@ from hm2bp_core.neuron import LIFParameters, psp_kernel
 
 
 def spsp_pair(pre_times, post_times, p: LIFParameters, *, shift=True, window=True, silent_value=0.1) -> float:
-    """e_{i|j} by the loop of the authors' `d_Spiking_accumulate_effect` (spec section 2)."""
+    """e_{i|j} by the loop of the authors' `d_Spiking_accumulate_effect` (algorithm section 3.1)."""
     pre_times, post_times = sorted(pre_times), sorted(post_times)
     if not pre_times:
         return 0.0
@@ -28,7 +28,7 @@ def spsp_pair(pre_times, post_times, p: LIFParameters, *, shift=True, window=Tru
 
 
 def lif_reference(currents, threshold, p: LIFParameters, *, strict=False, lateral=0.0):
-    """Spike lists of the discrete LIF of spec 1.2, one neuron after another, in plain floats.
+    """Spike lists of the discrete LIF of algorithm section 2.2, one neuron after another, in plain floats.
 
     ``currents``: list over t of lists over neurons (one sample). Returns a list per neuron.
     """

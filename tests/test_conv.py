@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import random_raster
 from hm2bp_core.layers import ConvLayer, LayerTrace, PoolLayer
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec, load_spec
+
+from conftest import random_raster
 from reference import spsp_pair
 
 NO_REG = Regularization(**{"lambda": 0.0})
@@ -19,7 +20,7 @@ def trains(raster, b):
 
 
 def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, padding):
-    """Spec 3.5 conv_backward for one sample, with explicit loops over output and input positions."""
+    """Algorithm section 6.1 for one sample, with explicit loops over output and input positions."""
     c_in, h, w = in_shape
     c_out, _, k, _ = kernel.shape
     h_out, w_out = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
@@ -48,7 +49,7 @@ def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, pad
                                 e = spsp_pair(pre_t[q], post_t[o], lif)
                                 field.append((ci, i, j, q, e))
                 rho = [(e / a_o if a_o else 0.5) for *_, e in field]
-                s = sum(float(kernel[co, ci, i, j]) * r for (ci, i, j, _, _), r in zip(field, rho)) / nu
+                s = sum(float(kernel[co, ci, i, j]) * r for (ci, i, j, _, _), r in zip(field, rho, strict=True)) / nu
                 d = float(delta[0, o]) / nu
                 for ci, i, j, q, e in field:
                     grad[co, ci, i, j] += d * e * (1 + s)
@@ -121,7 +122,7 @@ def test_paper_cnn_is_a_few_lines_of_spec():
     net = SpikingNetwork(spec, (28, 28))
     assert [layer.units for layer in net.layers] == [15 * 24 * 24, 15 * 12 * 12, 40 * 8 * 8, 40 * 4 * 4, 300, 10]
     assert [tuple(p.shape) for p in net.parameters] == [(15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300)]
-    assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (spec 4.2)
+    assert float(net.parameters[0].abs().max()) <= 0.5  # conv init U(-0.5, 0.5) (algorithm section 7.4)
     # one Adam step per sample, as the authors: its deep layers start silent and need many steps to wake
     assert spec.training.batch_size == 1 and spec.training.lr == 1e-3
     g = torch.Generator().manual_seed(0)

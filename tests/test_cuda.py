@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from conftest import random_raster
 from hm2bp_core.layers import DenseLayer, LayerTrace
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.neuron import LIFParameters, simulate_lif
 from hm2bp_core.spec import Hm2bp, Regularization, TrainingSpec
 from hm2bp_core.spsp import spsp
 from hm2bp_core.train import resolve_device
+
+from conftest import random_raster
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]
 

@@ -7,9 +7,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import MNIST_NPZ
 from hm2bp_core.data import DatasetError, load_dataset, read_idx, read_idx_dataset, read_npz
 from hm2bp_core.data.builtin import MNIST_FILES, download, sha256_of
+
+from conftest import MNIST_NPZ
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
@@ -127,8 +128,9 @@ def test_mnist_download_checks_digests(tmp_path):
     good = {"a.bin": sha256_of(mirror / "a.bin")}
     download(good, (mirror.as_uri() + "/",), tmp_path / "cache")
     assert (tmp_path / "cache" / "a.bin").read_bytes() == b"hello"
+    (mirror / "b.bin").write_bytes(b"x")
     with pytest.raises(DatasetError, match="sha256"):
-        download({"b.bin": "0" * 64}, (mirror.as_uri() + "/",), tmp_path / "cache2") if (mirror / "b.bin").write_bytes(b"x") else None
+        download({"b.bin": "0" * 64}, (mirror.as_uri() + "/",), tmp_path / "cache2")
     assert not (tmp_path / "cache2" / "b.bin").exists()
     assert len(MNIST_FILES) == 4 and all(len(v) == 64 for v in MNIST_FILES.values())
 

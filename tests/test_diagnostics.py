@@ -11,7 +11,8 @@ from hm2bp_core.spec import TrainingSpec
 from hm2bp_core.train import Trainer
 
 SPEC = {
-    "network": {"layers": [{"type": "dense", "units": 30, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 30, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 60},
     "training": {"epochs": 1, "batch_size": 16, "lr": 0.01, "max_train_samples": 96, "max_test_samples": 50},
 }

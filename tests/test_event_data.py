@@ -9,11 +9,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from test_data import idx_bytes
 
 from hm2bp_core.data import DatasetError, SpikeRaster, load_dataset, read_emnist, read_nmnist, read_npz
 from hm2bp_core.data.builtin import EMNIST_FILES, NMNIST_FILES, NMNIST_REMOTE, digest_of, download, emnist, nmnist
 from hm2bp_core.data.nmnist import bin_events, parse_events
-from test_data import idx_bytes
 
 
 def encode(events) -> bytes:
@@ -99,8 +99,8 @@ def test_nmnist_layouts_and_raster_bit_by_bit(tmp_path, layout):
 def test_nmnist_split_names_any_case_and_two_archives(tmp_path):
     write_nmnist(tmp_path / "a", {("train", 3): [[(1, 2, 1, 0)]], ("train", 0): [[(1, 2, 1, 0)]]})
     write_nmnist(tmp_path / "b", {("TEST", 3): [[(1, 2, 0, 0)]]})
-    ds = read_nmnist([zip_folder(tmp_path / "a", tmp_path / "Train.zip"), zip_folder(tmp_path / "b", tmp_path / "Test.zip")],
-                     bin_us=1000, time_steps=5)
+    archives = [zip_folder(tmp_path / "a", tmp_path / "Train.zip"), zip_folder(tmp_path / "b", tmp_path / "Test.zip")]
+    ds = read_nmnist(archives, bin_us=1000, time_steps=5)
     assert ds.x_train.shape == (2, 5, 2, 34, 34) and ds.y_test.tolist() == [3]
     assert ds.x_test[0][1, 1, 1, 2]
 
@@ -145,13 +145,13 @@ def test_nmnist_zip_with_unsafe_member_is_rejected_before_reading(tmp_path, memb
     assert member in str(error.value)
 
 
-def test_bin_events_matches_the_spec_formula():
+def test_bin_events_matches_the_formula():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 40, 500), rng.integers(0, 40, 500)
     p, ts = rng.integers(0, 2, 500), rng.integers(0, 40000, 500)
     cells = set(bin_events(x, y, p, ts, bin_us=600, time_steps=60).tolist())
     expected = set()
-    for xi, yi, pi, ti in zip(x, y, p, ts):
+    for xi, yi, pi, ti in zip(x, y, p, ts, strict=True):
         step = int(np.ceil(ti / 600)) + 1
         if xi < 34 and yi < 34 and step < 60:
             expected.add(step * 2312 + (0 if pi else 1156) + xi * 34 + yi)
@@ -255,5 +255,6 @@ def test_nmnist_and_emnist_downloads_on_a_file_mirror(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="downloading is disabled"):
         nmnist(tmp_path / "none", allow_download=False)
     # the published digests and sources stay what the archives' publishers and loaders list
-    assert NMNIST_FILES == {"Train.zip": "20959b8e626244a1b502305a9e6e2031", "Test.zip": "69ca8762b2fe404d9b9bad1103e97832"}
+    assert NMNIST_FILES == {"Train.zip": "20959b8e626244a1b502305a9e6e2031",
+                            "Test.zip": "69ca8762b2fe404d9b9bad1103e97832"}
     assert set(NMNIST_REMOTE) == set(NMNIST_FILES) and EMNIST_FILES == {"gzip.zip": "58c8d27c78d21e728a6bc7b3cc06412e"}

@@ -1,17 +1,17 @@
-"""HM2-BP learning rules: the tiny dense case of spec 8.3, batching, the rate relation, the objective."""
+"""HM2-BP learning rules: the tiny dense case of algorithm section 11, batching, the rate relation, the objective."""
 
 import math
 
 import pytest
 import torch
 
-from conftest import random_raster, raster
 from hm2bp_core.layers import DenseLayer, LayerTrace, exponential_penalty_grad
 from hm2bp_core.network import SpikingNetwork
-from hm2bp_core.neuron import LIFParameters
 from hm2bp_core.objective import count_error, lateral_factor, with_dummy_label_train
 from hm2bp_core.spec import Hm2bp, Output, Regularization, TrainingSpec
 from hm2bp_core.spsp import spsp
+
+from conftest import random_raster, raster
 from reference import spsp_pair
 
 NO_REG = Regularization(**{"lambda": 0.0})
@@ -25,10 +25,12 @@ def tiny_case(lif):
     return layer, LayerTrace(inputs=pre, spikes=post)
 
 
-def test_tiny_dense_case_of_the_spec(lif, core_path):
+@pytest.mark.usefixtures("core_path")
+def test_tiny_dense_case(lif):
     layer, trace = tiny_case(lif)
     e = spsp(trace.inputs, trace.spikes, lif)
-    assert torch.allclose(e[0], torch.tensor([[2.080023, 0.790903, 0.0], [0.1, 0.1, 0.0]], dtype=torch.float64), atol=1e-5)
+    expected_e = torch.tensor([[2.080023, 0.790903, 0.0], [0.1, 0.1, 0.0]], dtype=torch.float64)
+    assert torch.allclose(e[0], expected_e, atol=1e-5)
     grad = layer.backward(trace, torch.tensor([[2.0, -1.0]], dtype=torch.float64), Hm2bp())
     expected_g = torch.tensor([[5.994276, 2.279248, 0.0], [-0.095, -0.095, 0.0]], dtype=torch.float64)
     assert torch.allclose(grad.weight, expected_g, atol=1e-5)
@@ -44,11 +46,12 @@ def test_tiny_case_side_effect_values(lif):
 
 
 def slow_dense_backward(pre, post, w, delta, nu, lif):
-    """The pseudocode of spec 3.5 for one sample, with E from the pair loop."""
+    """The rules of algorithm section 5 for one sample, with E from the pair loop."""
     n_out, n_in = w.shape
     pre_t = [pre[:, j].nonzero().flatten().tolist() for j in range(n_in)]
     post_t = [post[:, i].nonzero().flatten().tolist() for i in range(n_out)]
-    e = torch.tensor([[spsp_pair(pre_t[j], post_t[i], lif) for j in range(n_in)] for i in range(n_out)], dtype=torch.float64)
+    e = torch.tensor([[spsp_pair(pre_t[j], post_t[i], lif) for j in range(n_in)] for i in range(n_out)],
+                     dtype=torch.float64)
     a_in = torch.tensor([len(t) for t in pre_t], dtype=torch.float64)
     a_out = torch.tensor([len(t) for t in post_t], dtype=torch.float64)
     d = delta / nu
@@ -60,7 +63,8 @@ def slow_dense_backward(pre, post, w, delta, nu, lif):
     return below, d[:, None] * e * (1 + s)[:, None]
 
 
-def test_dense_backward_matches_the_pseudocode_on_random_rasters(lif, core_path):
+@pytest.mark.usefixtures("core_path")
+def test_dense_backward_matches_the_pseudocode_on_random_rasters(lif):
     g = torch.Generator().manual_seed(5)
     pre = random_raster(300, 1, 9, 0.05, g)
     post = random_raster(300, 1, 6, 0.05, g, refractory=2)
@@ -84,7 +88,8 @@ def small_spec(**hm2bp):
 
 
 @pytest.mark.parametrize("switches", [{}, {"mode": "custom", "side_effect": False, "ratio_fallbacks": False}])
-def test_batch_gives_the_per_sample_gradients_of_batch_one(switches, core_path):
+@pytest.mark.usefixtures("core_path")
+def test_batch_gives_the_per_sample_gradients_of_batch_one(switches):
     torch.manual_seed(0)
     spec = small_spec(**switches)
     net = SpikingNetwork(spec, 20, seed=1)
@@ -95,7 +100,7 @@ def test_batch_gives_the_per_sample_gradients_of_batch_one(switches, core_path):
     batch = net.run(inputs, labels, boost, per_sample=True)
     for b in range(5):
         single = net.run(inputs[:, b:b + 1], labels[b:b + 1], boost[b:b + 1], per_sample=True)
-        for layer_grad, single_grad in zip(batch.gradients, single.gradients):
+        for layer_grad, single_grad in zip(batch.gradients, single.gradients, strict=True):
             assert torch.allclose(layer_grad[b], single_grad[0], atol=1e-4, rtol=1e-4)
     assert any(float(gr.abs().sum()) > 0 for gr in batch.gradients)
     # the mean path equals the mean of the per-sample gradients plus the penalty
@@ -122,15 +127,15 @@ def test_compiled_network_gradients_equal_the_tensor_code(switches, monkeypatch)
     compiled = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
     monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
     tensor = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
-    for a, b in zip(compiled, tensor):
+    for a, b in zip(compiled, tensor, strict=True):
         assert torch.equal(a.counts, b.counts) and float(a.counts.sum()) > 0
-        for ga, gb in zip(a.gradients, b.gradients):
+        for ga, gb in zip(a.gradients, b.gradients, strict=True):
             assert torch.allclose(ga, gb, atol=1e-10) and float(ga.abs().sum()) > 0
 
 
-def test_rate_relation_within_the_spec_bounds(lif):
-    """T-PSP / nu matches the simulated count to about 0..+12 % (spec 2, 8.3) under the paper's
-    conditions (uniform +-1 weights, sparse inputs). The spec's own check found +2.4 % and +10 %;
+def test_rate_relation_within_bounds(lif):
+    """T-PSP / nu matches the simulated count to about 0..+12 % (algorithm section 3.4) under the paper's
+    conditions (uniform +-1 weights, sparse inputs). A direct port of the authors' code found +2.4 % and +10 %;
     for counts near 10 the residue after the last spike can put it a little under 1."""
     g = torch.Generator().manual_seed(7)
     for n_in, nu, rate in ((784, 20.0, 0.03), (800, 8.0, 0.08)):
@@ -164,7 +169,8 @@ def test_dummy_label_train():
     assert len(with_dummy_label_train(torch.zeros(540, 1, 2), torch.tensor([0]), 35.0)[:, 0, 0].nonzero()) == 35
 
 
-def test_lateral_factor_matches_the_formula(lif, core_path):
+@pytest.mark.usefixtures("core_path")
+def test_lateral_factor_matches_the_formula(lif):
     g = torch.Generator().manual_seed(11)
     spikes = random_raster(300, 2, 4, 0.04, g, refractory=2, dtype=torch.float64)
     spikes[:, 0, 3] = 0  # a silent neuron that is not the label

@@ -1,9 +1,10 @@
-"""The discrete LIF simulation (spec 1.2) and the PSP kernel (spec 1.1, test vectors of spec 2)."""
+"""The discrete LIF simulation (algorithm section 2.2) and the PSP kernel (section 2.5, worked values of section 11)."""
 
 import pytest
 import torch
 
 from hm2bp_core.neuron import LIFParameters, psp_kernel, simulate_lif
+
 from reference import lif_reference
 
 
@@ -11,7 +12,7 @@ from reference import lif_reference
     "s, tau, expected",
     [(29, 18, 0.742218), (18, 33, 0.113823), (5, 5, 0.445243), (100, 19, 0.742997), (10, 40, 0.015289), (7, 0, 0.0)],
 )
-def test_kernel_values_of_the_spec(lif, s, tau, expected):
+def test_kernel_worked_values(lif, s, tau, expected):
     assert psp_kernel(s, tau, lif) == pytest.approx(expected, abs=1e-6)
 
 
@@ -22,7 +23,7 @@ def test_kernel_peak(lif):
 
 
 def test_hand_computed_trace(lif):
-    # constant input 1 from t = 0, threshold 0.5; by hand (spec 1.2, one-step delay):
+    # constant input 1 from t = 0, threshold 0.5; by hand (algorithm section 2.2, one-step delay):
     # t1: x=1, v=0.125 | t2: v=0.1230+0.2344=0.3574 | t3: x=2.6406, v=0.3518+0.3301=0.6819 > 0.5 -> spike
     # t4, t5: refractory clamp (v=0) | t6: x=4.4096, v=0.5512 > 0.5 -> spike | t7, t8 clamp | t9: ...
     currents = torch.ones(10, 1, 1, dtype=torch.float64)
@@ -50,7 +51,7 @@ def test_matches_scalar_reference_on_random_currents(lif, lateral):
         assert sum(map(len, got)) > 20
 
 
-def test_no_spike_at_t0_and_refractory_gap(lif):
+def test_no_spike_at_t0_and_refractory_gap():
     currents = torch.full((50, 1, 3), 100.0, dtype=torch.float64)
     times = simulate_lif(currents, 1.0, LIFParameters(refractory=4))[:, 0, 0].nonzero().flatten()
     assert int(times[0]) == 1
@@ -82,7 +83,7 @@ def test_compiled_kernel_equals_tensor_loop_and_chunking(lif, lateral):
 
 
 @pytest.mark.parametrize("lateral", [0.0, 1.0])
-def test_event_driven_dense_forward_equals_currents_then_lif(lif, lateral):
+def test_event_driven_dense_forward_equals_currents_then_lif(lateral):
     """dense_lif (weight rows of the firing inputs summed per step) = W s_in products + the tensor loop."""
     from hm2bp_core.kernels import cpu_kernels
     from hm2bp_core.neuron import LIFState, _lif_loop

@@ -1,11 +1,12 @@
-"""S-PSP e_{i|j}: the spec's test vectors, and the fast trace form against the slow pair loop."""
+"""S-PSP e_{i|j}: the worked values of algorithm section 11, and the fast trace form against the slow pair loop."""
 
 import pytest
 import torch
 
-from conftest import random_raster, raster
 from hm2bp_core.neuron import LIFParameters
 from hm2bp_core.spsp import restart_times, spsp
+
+from conftest import random_raster, raster
 from reference import spsp_pair
 
 
@@ -13,7 +14,7 @@ from reference import spsp_pair
     "pre, post, expected",
     [([10], [30], 0.742218), ([5], [20, 40], 0.821554), ([3, 10, 20], [15, 30], 2.080023), ([5], [15, 30], 0.790903)],
 )
-def test_spec_vectors(lif, pre, post, expected):
+def test_worked_values(lif, pre, post, expected):
     assert spsp_pair(pre, post, lif) == pytest.approx(expected, abs=1e-6)
     e = spsp(raster([pre], 64), raster([post], 64), lif)
     assert float(e[0, 0, 0]) == pytest.approx(expected, abs=1e-5)
@@ -27,7 +28,7 @@ def test_silent_cases(lif):
     assert float(spsp(raster([[4]], 40), raster([[]], 40), lif, silent_value=0.3)[0, 0, 0]) == pytest.approx(0.3)
 
 
-def test_restart_times(lif):
+def test_restart_times():
     post = raster([[5, 9, 30]], 40)
     r = restart_times(post, 2)[:, 0, 0]
     assert [int(r[t]) for t in (5, 9, 30)] == [1, 7, 11]
@@ -35,7 +36,8 @@ def test_restart_times(lif):
 
 @pytest.mark.parametrize("shift, window", [(True, True), (False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("steps, post_rate", [(120, 0.08), (900, 0.004)])
-def test_fast_equals_pair_loop_on_random_rasters(shift, window, steps, post_rate, core_path):
+@pytest.mark.usefixtures("core_path")
+def test_fast_equals_pair_loop_on_random_rasters(shift, window, steps, post_rate):
     """900 steps with sparse post spikes exercises the 4*tau_m window (gaps > 256 steps)."""
     p = LIFParameters(tau_m=64.0, tau_s=8.0, refractory=2)
     g = torch.Generator().manual_seed(steps)

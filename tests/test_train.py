@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -21,7 +20,8 @@ from hm2bp_core.train import TrainingCancelled, TrainingDiverged, check_fit, lea
 REPO = Path(__file__).resolve().parents[1]
 HM2BP = [sys.executable, "-m", "hm2bp_core.cli"]
 TINY = {
-    "network": {"layers": [{"type": "dense", "units": 30, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 30, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 120},
     "training": {"epochs": 4, "batch_size": 16, "lr": 0.01, "max_train_samples": 160, "max_test_samples": 60},
 }
@@ -29,13 +29,14 @@ TINY = {
 
 def test_spec_defaults_are_the_papers():
     spec = TrainingSpec()
-    assert [(l.units, l.threshold) for l in spec.network.layers] == [(800, 20.0), (10, 8.0)]
+    assert [(layer.units, layer.threshold) for layer in spec.network.layers] == [(800, 20.0), (10, 8.0)]
     assert (spec.neuron.tau_m, spec.neuron.tau_s, spec.neuron.refractory) == (64.0, 8.0, 2)
     assert (spec.encoding.time_steps, round(spec.encoding.max_rate * 5.5, 9)) == (400, 1.0)
     assert (spec.output.desired_count, spec.output.undesired_count, spec.output.margin) == (35, 5, 5)
     assert (spec.training.epochs, spec.training.batch_size, spec.training.lr) == (200, 1, 1e-3)
     assert spec.training.regularization.lambda_ == 10 and spec.training.regularization.beta == 0.04
-    assert [learning_rate(spec, e) for e in (0, 1, 2, 199)] == pytest.approx([1e-3, 1e-3, 7.0711e-4, 7.089e-5], rel=1e-3)
+    rates = [learning_rate(spec, e) for e in (0, 1, 2, 199)]
+    assert rates == pytest.approx([1e-3, 1e-3, 7.0711e-4, 7.089e-5], rel=1e-3)
 
 
 def test_spec_rejects_unknown_and_bad_fields(tmp_path):
@@ -73,7 +74,8 @@ def test_callbacks_cancel_and_divergence(tmp_path):
     assert metrics["final"]["test_accuracy"] == epoch["test_accuracy"]
     calls = []
     with pytest.raises(TrainingCancelled):
-        train(TrainingSpec.model_validate(TINY), digits, tmp_path / "b", should_stop=lambda: calls.append(1) or len(calls) > 3)
+        train(TrainingSpec.model_validate(TINY), digits, tmp_path / "b",
+              should_stop=lambda: calls.append(1) or len(calls) > 3)
     diverging = {**TINY, "network": {"layers": [{"type": "dense", "units": 30, "threshold": 5, "init_range": 1e38},
                                                 {"type": "dense", "units": 10, "threshold": 5, "init_range": 1e38}]}}
     with pytest.raises(TrainingDiverged, match="Training diverged in epoch 1"):
@@ -87,11 +89,13 @@ def run_cli(*args, **kwargs):
 @pytest.mark.slow
 def test_cli_trains_digits_to_90_percent(tmp_path):
     # runs in about 30 s on this 2-core machine when it is idle (see pytest --durations); not asserted
-    done = run_cli("train", "examples/digits.yaml", "--data", "builtin:digits", "--out", str(tmp_path / "run"), timeout=120)
+    done = run_cli("train", "examples/digits.yaml", "--data", "builtin:digits", "--out", str(tmp_path / "run"),
+                   timeout=120)
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["test_accuracy"] >= 0.90
-    for name in ("model.safetensors", "spec.json", "metrics.json", "checkpoint/state.safetensors", "checkpoint/state.json"):
+    for name in ("model.safetensors", "spec.json", "metrics.json", "checkpoint/state.safetensors",
+                 "checkpoint/state.json"):
         assert (tmp_path / "run" / name).exists(), name
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 4 and metrics["final"]["best_test_accuracy"] >= final["test_accuracy"]

@@ -32,7 +32,8 @@ def load_dataset(ref: str | Path, *, data_dir: str | Path | None = None) -> Data
     if text.startswith("builtin:"):
         name = text.split(":", 1)[1]
         if name not in BUILTINS:
-            raise DatasetError(f"unknown built-in dataset {text!r}; available: {sorted('builtin:' + n for n in BUILTINS)}")
+            available = sorted("builtin:" + n for n in BUILTINS)
+            raise DatasetError(f"unknown built-in dataset {text!r}; available: {available}")
         builtin = BUILTINS[name]
         if builtin.download_bytes == 0:
             return builtin.load()

@@ -140,7 +140,8 @@ def emnist(split: str, folder: Path | None = None, *, allow_download: bool = Tru
     if folder.is_dir() and split in emnist_splits(folder):
         return read_emnist(folder, split)
     if not (folder / "gzip.zip").exists() and not allow_download:
-        raise DatasetError(f"{folder}: neither EMNIST {split} IDX files nor gzip.zip found, and downloading is disabled")
+        raise DatasetError(
+            f"{folder}: neither EMNIST {split} IDX files nor gzip.zip found, and downloading is disabled")
     download(EMNIST_FILES, EMNIST_MIRRORS, folder, algorithm="md5")
     return read_emnist(folder / "gzip.zip", split)
 

@@ -98,7 +98,8 @@ class Dataset:
                         f"{where}: x_{split} values must lie in [0, {self.scale:g}], found {low:g}..{high:g}"
                     )
             elif x.size and (x.min() < 0 or x.max() > self.scale):
-                raise DatasetError(f"{where}: x_{split} values must lie in [0, {self.scale:g}], found {x.min()}..{x.max()}")
+                raise DatasetError(
+                    f"{where}: x_{split} values must lie in [0, {self.scale:g}], found {x.min()}..{x.max()}")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DatasetError(
                 f"{where}: train and test samples differ in shape: {self.x_train.shape[1:]} vs {self.x_test.shape[1:]}"

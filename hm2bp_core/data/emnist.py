@@ -19,7 +19,8 @@ from .dataset import Dataset, DatasetError
 from .idx import idx_names, read_idx_dataset
 
 # split -> (number of classes, first label in the files)
-SPLITS = {"balanced": (47, 0), "letters": (26, 1), "digits": (10, 0), "mnist": (10, 0), "byclass": (62, 0), "bymerge": (47, 0)}
+SPLITS = {"balanced": (47, 0), "letters": (26, 1), "digits": (10, 0), "mnist": (10, 0), "byclass": (62, 0),
+          "bymerge": (47, 0)}
 NAME = re.compile(r"emnist-([a-z]+)-(?:train|test)-(?:images|labels)-idx[13]-ubyte(?:\.gz)?$")
 
 
@@ -63,4 +64,6 @@ def read_emnist(path: str | Path, split: str | None = None) -> Dataset:
             )
         arrays[f"x_{part}"] = np.ascontiguousarray(x.transpose(0, 2, 1))
         arrays[f"y_{part}"] = y
-    return Dataset(name=f"emnist-{split}", scale=raw.scale, num_classes=num_classes, source=str(path), **arrays)
+    return Dataset(name=f"emnist-{split}", x_train=arrays["x_train"], y_train=arrays["y_train"],
+                   x_test=arrays["x_test"], y_test=arrays["y_test"], scale=raw.scale, num_classes=num_classes,
+                   source=str(path))

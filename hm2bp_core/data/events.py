@@ -26,13 +26,14 @@ class SpikeRaster:
         self.cells = np.asarray(cells, dtype=np.int32 if cell_count < 2**31 else np.int64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.sample_shape = tuple(int(s) for s in sample_shape)
-        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0 or self.offsets[-1] != len(self.cells):
+        if (self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0
+                or self.offsets[-1] != len(self.cells)):
             raise ValueError("offsets must run from 0 to len(cells)")
         if len(self.cells) and (self.cells.min() < 0 or self.cells.max() >= cell_count):
             raise ValueError(f"spike cells outside a sample of shape {self.sample_shape}")
 
     @classmethod
-    def from_samples(cls, samples: list[np.ndarray], sample_shape: tuple[int, ...]) -> "SpikeRaster":
+    def from_samples(cls, samples: list[np.ndarray], sample_shape: tuple[int, ...]) -> SpikeRaster:
         """From one array of flat cell indices per sample (any order, repeats collapse to one spike)."""
         unique = [np.unique(np.asarray(s, dtype=np.int64)) for s in samples]
         offsets = np.zeros(len(unique) + 1, dtype=np.int64)

@@ -7,7 +7,6 @@ then the values in big-endian C order. Errors name the file and the byte offset 
 from __future__ import annotations
 
 import gzip
-import io
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -38,7 +37,8 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
         raise DatasetError(f"{source}: 0 dimensions in the header at offset 3")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DatasetError(f"{source}: truncated at offset {len(data)} inside the dimension sizes (need {header} bytes)")
+        raise DatasetError(
+            f"{source}: truncated at offset {len(data)} inside the dimension sizes (need {header} bytes)")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) < expected:

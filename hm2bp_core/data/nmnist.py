@@ -10,7 +10,7 @@ Layout: a folder or zip holding ``Train/<class>/*.bin`` and ``Test/<class>/*.bin
 any case, optionally under one top-level folder; the official archives are ``Train.zip`` and
 ``Test.zip``, which may be given together). The class folder's name is the integer label.
 
-Binning (spec 4.4, the authors' ``NMNIST_Converter.m``): events outside 34 x 34 are dropped (this
+Binning (algorithm section 8.2, the authors' ``NMNIST_Converter.m``): events outside 34 x 34 are dropped (this
 also drops tonic's timestamp-overflow records, y = 240, whose time increment ``Read_Ndataset.m``
 ignores as well); step = ceil(ts / bin_us) + 1, so no event lands at step 0; events at step
 >= ``time_steps`` are dropped; several events of one step and cell are one spike. The raster of a
@@ -22,8 +22,8 @@ Orchard's saccade stabilisation (``stabilize.m``) is not applied.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -104,22 +104,24 @@ class _Source:
             self.archive = None
             return
         try:
-            self.archive = zipfile.ZipFile(path)
+            archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"{path}: not a readable zip archive ({exc})") from None
-        infos = self.archive.infolist()
+        self.archive = archive
+        infos = archive.infolist()
         for info in infos:  # every name is checked before any member is read
             if _unsafe(info.filename):
-                self.archive.close()
+                archive.close()
                 raise DatasetError(f"{path}:{info.filename}: unsafe member path (absolute or with '..'); not read")
         self.files = [i.filename for i in infos if not i.is_dir()]
-        names = {str(PurePosixPath(n).parent) for n in self.files} | {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        names = {str(PurePosixPath(n).parent) for n in self.files}
+        names |= {i.filename.rstrip("/") for i in infos if i.is_dir()}
         self.folders = sorted(names)
         self.where = lambda member: f"{path}:{member}"
 
         def read(member: str) -> bytes:
             try:
-                return self.archive.read(member)
+                return archive.read(member)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 raise DatasetError(f"{path}:{member}: unreadable zip member ({exc})") from None
 
@@ -176,13 +178,13 @@ def read_nmnist(
     """
     if bin_us < 1 or time_steps < 2:
         raise ValueError("bin_us must be >= 1 and time_steps >= 2")
-    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    for path in paths:
+    roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    for path in roots:
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
     sources = []
     try:
-        for path in paths:
+        for path in roots:
             sources.append(_Source(path))
         x_train, y_train = _read_split(sources, "train", bin_us, time_steps)
         x_test, y_test = _read_split(sources, "test", bin_us, time_steps)
@@ -190,13 +192,13 @@ def read_nmnist(
         for source in sources:
             source.close()
     return Dataset(
-        name=name or (paths[0].stem if len(paths) == 1 else "nmnist"),
+        name=name or (roots[0].stem if len(roots) == 1 else "nmnist"),
         x_train=x_train,  # type: ignore[arg-type]
         y_train=y_train,
         x_test=x_test,  # type: ignore[arg-type]
         y_test=y_test,
         kind="spikes",
-        source=", ".join(str(p) for p in paths),
+        source=", ".join(str(p) for p in roots),
     )
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _cpu_key() -> bytes:
     return "\n".join(sorted(set(wanted)) or [platform.machine(), platform.processor()]).encode()
 
 
-def build_cpu_kernels():
+def build_cpu_kernels() -> ModuleType:
     """Build ``cpu.cpp`` (or load it from its cache folder) and return the module; raises when it
     cannot be built. ``hm2bp kernels build`` calls this, so images and clusters build it once."""
     import torch
@@ -49,7 +50,7 @@ def build_cpu_kernels():
 
 
 @functools.cache
-def cpu_kernels():
+def cpu_kernels() -> ModuleType | None:
     """The kernels module, or None (disabled, or the build failed: then the tensor code runs)."""
     if os.environ.get("HM2BP_NO_EXTENSIONS") == "1":
         return None
@@ -60,6 +61,6 @@ def cpu_kernels():
         return None
 
 
-def for_tensor(tensor) -> object | None:
+def for_tensor(tensor) -> ModuleType | None:
     """The CPU kernels when ``tensor`` lives on the CPU and they can be built, else None."""
     return cpu_kernels() if tensor.device.type == "cpu" else None

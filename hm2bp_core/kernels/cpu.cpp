@@ -1,6 +1,6 @@
 // CPU kernels of the HM2-BP core, one pass over time per sample, samples in parallel.
 //
-//   lif_chunk       the discrete LIF loop of the authors' code (spec 1.2) on precomputed currents;
+//   lif_chunk       the discrete LIF loop of the authors' code (algorithm section 2.2) on precomputed currents;
 //                   same arithmetic in the same order as hm2bp_core.neuron._lif_loop (bit-identical).
 //   dense_lif       the same loop for a dense layer fed by a boolean input raster: the input current
 //                   of each step is summed from the weight rows of the inputs that fired (event
@@ -24,7 +24,7 @@
 #include <mutex>
 #include <vector>
 
-// One step t > 0 of the authors' LIF loop (spec 1.2) for N neurons of one sample, v, x, r updated
+// One step t > 0 of the authors' LIF loop (algorithm section 2.2) for N neurons of one sample, v, x, r updated
 // in place: cur = I[t-1], prev = the layer's spikes at t-1 (lateral input), now[n] = 1 where a
 // neuron fires (now must be zeroed). Same arithmetic, in the same order, as neuron._lif_loop.
 template <typename scalar_t>
