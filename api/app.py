@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = Services.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         services.close()
 

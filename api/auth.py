@@ -69,7 +69,8 @@ def origin_allowed(connection: HTTPConnection) -> bool:
     origin = connection.headers.get("origin")
     if origin is None:
         method = connection.scope.get("method", "GET")  # a websocket scope has none: its handshake is a GET
-        return method in SAFE_METHODS and connection.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+        return (method in SAFE_METHODS
+                and connection.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none"))
     origin = origin.rstrip("/").lower()
     allowed = connection.app.state.services.settings.allowed_origins
     return origin == own_origin(connection) or origin in (o.lower() for o in allowed)

@@ -6,7 +6,7 @@ the worker (it starts either); the ``worker`` command imports the workers' Celer
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens
 app.add_typer(token_app, name="token")
 
 
-def _store(data_dir: Optional[str]):
+def _store(data_dir: str | None):
     from hm2bp_service.settings import Settings
     from hm2bp_service.store import Store, migrate
 
@@ -31,7 +31,7 @@ def _store(data_dir: Optional[str]):
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    data_dir: Annotated[Optional[str], typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
     workers: Annotated[int, typer.Option(min=1, envvar="HM2BP_API_WORKERS",
                                          help="API processes (uvicorn workers) sharing the port")] = 1,
 ) -> None:
@@ -43,10 +43,12 @@ def serve(
 
 @app.command()
 def worker(
-    queue: Annotated[list[str], typer.Option("--queue", "-Q", help="queue to take jobs from: gpu (CUDA jobs) or cpu "
-                                             "(jobs whose spec asks for the CPU); repeat for both")] = ["gpu"],
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-Q", show_default="gpu",
+                                                    help="queue to take jobs from: gpu (CUDA jobs) or cpu "
+                                                    "(jobs whose spec asks for the CPU); repeat for both")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="jobs trained at once (one per GPU; keep 1 per worker)")] = 1,
-    name: Annotated[Optional[str], typer.Option(help="node name, NAME@HOST (default: hm2bp-PID@HOST); %h is the host")] = None,
+    name: Annotated[str | None, typer.Option(help="node name, NAME@HOST (default: hm2bp-PID@HOST); "
+                                                  "%h is the host")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Start a worker against the configured broker, database and artifact store (HM2BP_REDIS_URL,
@@ -55,10 +57,11 @@ def worker(
     a job it was training is re-queued and resumes from its last checkpoint elsewhere."""
     from hm2bp_service.dispatch import QUEUES
 
-    queues = sorted({q.strip() for option in queue for q in option.split(",") if q.strip()})
+    queues = sorted({q.strip() for option in (queue or ["gpu"]) for q in option.split(",") if q.strip()})
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
-        typer.echo(f"error: unknown queue {', '.join(unknown) or '(none)'}; the queues are {', '.join(QUEUES)}", err=True)
+        typer.echo(f"error: unknown queue {', '.join(unknown) or '(none)'}; the queues are {', '.join(QUEUES)}",
+                   err=True)
         raise typer.Exit(code=2)
     from hm2bp_service.settings import get_settings
     from hm2bp_service.store import migrate
@@ -84,7 +87,7 @@ def migrate() -> None:
 
 @app.command()
 def doctor(
-    worker_name: Annotated[Optional[str], typer.Option("--worker", help="also check that the worker of this "
+    worker_name: Annotated[str | None, typer.Option("--worker", help="also check that the worker of this "
                                                        "node name (NAME@HOST) is live in GET /v1/workers")] = None,
 ) -> None:
     """Check this machine's set-up against the configured service, one line each: torch, the CPU
@@ -103,7 +106,7 @@ def doctor(
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="user name (created if new)")],
-    data_dir: Annotated[Optional[str], typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
 ) -> None:
     """Mint an API token for USER; it is printed once, alone on the last line."""
     from .auth import create_token
@@ -114,7 +117,7 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(
     token: Annotated[str, typer.Argument(help="the token to revoke")],
-    data_dir: Annotated[Optional[str], typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data folder (default: HM2BP_DATA_DIR or ./.hm2bp)")] = None,
 ) -> None:
     """Revoke a token: requests made with it are refused (401) from now on."""
     from .auth import hash_token
@@ -126,4 +129,5 @@ def token_revoke(
 
 
 from hm2bp_client.cli import register as _register_client  # noqa: E402
+
 _register_client(app)

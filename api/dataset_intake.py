@@ -83,7 +83,8 @@ class _PartCollector:
             self._buffer += chunk
             if len(self._buffer) > MAX_FIELD_BYTES:
                 raise UploadRejected(status.HTTP_400_BAD_REQUEST,
-                                     f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes", self._name or "body")
+                                     f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes",
+                                     self._name or "body")
 
     def _part_end(self) -> None:
         if self._name and self._name != "file":

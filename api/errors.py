@@ -28,27 +28,27 @@ def error_response(status_code: int, detail: str, errors: list[dict[str, str]] |
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(exc.errors())
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {summary}", errors)
 
     @app.exception_handler(ValidationError)
-    async def _invalid_model(request: Request, exc: ValidationError) -> JSONResponse:
+    async def _invalid_model(_request: Request, exc: ValidationError) -> JSONResponse:
         errors = validation_errors(exc.errors())
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {summary}", errors)
 
     @app.exception_handler(Refused)
-    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+    async def _refused(_request: Request, exc: Refused) -> JSONResponse:
         return error_response(exc.status, exc.detail, exc.errors)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def _internal_error(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")

@@ -37,7 +37,8 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry):
         self.app = app
-        self.requests = Counter("hm2bp_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
+        self.requests = Counter("hm2bp_http_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=registry)
         self.latency = Histogram("hm2bp_http_request_seconds", "HTTP request latency", ["method", "route"],
                                  registry=registry)
 

@@ -56,7 +56,8 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=64, description="builtin:NAME or an uploaded dataset's id")
-    spec: TrainingSpec = Field(default_factory=TrainingSpec, description="the training spec (paper defaults when omitted)")
+    spec: TrainingSpec = Field(default_factory=TrainingSpec,
+                               description="the training spec (paper defaults when omitted)")
     name: str | None = Field(None, max_length=256)
     tags: list[str] = Field(default_factory=list, max_length=32)
     webhook_url: WebhookUrl | None = None
@@ -79,7 +80,8 @@ class Job(BaseModel):
     tags: list[str]
     queue: str
     progress: dict[str, Any] | None = Field(description="the latest progress event (epoch, step, loss, ETA...)")
-    metrics: dict[str, Any] | None = Field(description="summary: latest/best test accuracy; the final metrics once done")
+    metrics: dict[str, Any] | None = Field(
+        description="summary: latest/best test accuracy; the final metrics once done")
     error: JobError | None
     attempts: int
     cancel_requested: bool

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -28,9 +28,9 @@ EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 
-UrlOption = Annotated[Optional[str], typer.Option(
+UrlOption = Annotated[str | None, typer.Option(
     "--url", help="service URL (default: HM2BP_URL, the config file, http://127.0.0.1:8000)", show_default=False)]
-TokenOption = Annotated[Optional[str], typer.Option(
+TokenOption = Annotated[str | None, typer.Option(
     "--token", help="API token (default: HM2BP_TOKEN or the config file)", show_default=False)]
 JobArgument = Annotated[str, typer.Argument(help="job id (job_...)")]
 
@@ -99,10 +99,12 @@ def _summary(job_id: str | None, job: dict[str, Any] | None, error: str | None =
 
 def submit(
     spec: Annotated[Path, typer.Argument(help="training spec file (JSON or YAML)")],
-    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), or a local file to upload")],
-    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; exit 0/1/2 for succeeded/failed/cancelled")] = False,
-    name: Annotated[Optional[str], typer.Option(help="job name")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
+    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), "
+                                           "or a local file to upload")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; "
+                                                      "exit 0/1/2 for succeeded/failed/cancelled")] = False,
+    name: Annotated[str | None, typer.Option(help="job name")] = None,
+    timeout: Annotated[float | None, typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -175,7 +177,7 @@ def cancel(job: JobArgument, url: UrlOption = None, token: TokenOption = None) -
 
 def download(
     job: JobArgument,
-    out: Annotated[Optional[Path], typer.Option(help="folder to write into (default: ./JOB)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder to write into (default: ./JOB)")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -187,7 +189,7 @@ def download(
 
 def datasets_upload(
     file: Annotated[Path, typer.Argument(help=".npz (x_train, y_train, x_test, y_test) or a zip of IDX files")],
-    name: Annotated[Optional[str], typer.Option(help="dataset name (default: the file name)")] = None,
+    name: Annotated[str | None, typer.Option(help="dataset name (default: the file name)")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -201,8 +203,8 @@ def datasets_list(url: UrlOption = None, token: TokenOption = None) -> None:
     sizes, and for a built-in not on the service yet, what its first job does or how to provide it."""
     with _session(url, token) as client:
         for item in client.datasets():
-            shape = "x".join(map(str, item["input_shape"])) + (f" x {item['time_steps']} steps" if item.get("time_steps")
-                                                               else "")
+            shape = "x".join(map(str, item["input_shape"])) + (
+                f" x {item['time_steps']} steps" if item.get("time_steps") else "")
             line = (f"{item['id']}\t{item['name']}\t{item['kind']} {shape}\t{item['num_classes']} classes\t"
                     f"{item['num_train']}/{item['num_test']}")
             typer.echo(line + (f"\t({item['note']})" if item.get("note") else ""))
@@ -249,13 +251,14 @@ def _sweep_summary(record: dict[str, Any]) -> str:
 
 def sweep(
     spec: Annotated[Path, typer.Argument(help="base training spec file (JSON or YAML)")],
-    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), or a local file to upload")],
+    data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), "
+                                           "or a local file to upload")],
     grid: Annotated[list[str], typer.Option("--grid", help="FIELD=V1,V2,... (repeat for more fields; every "
                                             "combination is one job), e.g. training.lr=1e-3,5e-4")],
     wait: Annotated[bool, typer.Option("--wait", help="wait for every job; exit 0 all succeeded, 1 one failed, "
                                        "2 one was cancelled")] = False,
-    name: Annotated[Optional[str], typer.Option(help="sweep name")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
+    name: Annotated[str | None, typer.Option(help="sweep name")] = None,
+    timeout: Annotated[float | None, typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:

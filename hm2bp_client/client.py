@@ -281,14 +281,16 @@ class Client:
                 reason = str(exc) or type(exc).__name__
             self._check_deadline(job_id, deadline)
             if failures == len(RECONNECT_DELAYS):
-                raise StreamUnavailable(f"lost the event stream of job {job_id} {failures + 1} times in a row: {reason}")
+                raise StreamUnavailable(
+                    f"lost the event stream of job {job_id} {failures + 1} times in a row: {reason}")
             pause = RECONNECT_DELAYS[failures]
             time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
             failures += 1
 
     def _stream_once(self, job_id: str, after: int, deadline: float | None) -> Iterator[dict[str, Any]]:
         """One connection to the job's SSE endpoint; yields its event envelopes."""
-        idle = STREAM_IDLE_SECONDS if deadline is None else min(STREAM_IDLE_SECONDS, max(deadline - time.monotonic(), 0.1))
+        idle = (STREAM_IDLE_SECONDS if deadline is None
+                else min(STREAM_IDLE_SECONDS, max(deadline - time.monotonic(), 0.1)))
         timeout = httpx.Timeout(self._http.timeout.connect, read=idle)
         with httpx_sse.connect_sse(self._http, "GET", f"/v1/jobs/{quote(job_id, safe='')}/events",
                                    params={"after": after}, timeout=timeout) as source:

@@ -121,7 +121,7 @@ class EventBus:
         finally:
             feed.leave(inbox)
 
-    def _feed(self, job_id: str) -> "JobFeed":
+    def _feed(self, job_id: str) -> JobFeed:
         feeds = self._feeds.setdefault(asyncio.get_running_loop(), {})
         feed = feeds.get(job_id)
         if feed is None:
@@ -178,7 +178,7 @@ class JobFeed:
     """The live tail of one job's stream in one process, shared by all its followers; it stops
     when the last follower leaves."""
 
-    def __init__(self, bus: EventBus, job_id: str, registry: dict[str, "JobFeed"]):
+    def __init__(self, bus: EventBus, job_id: str, registry: dict[str, JobFeed]):
         self.bus, self.job_id, self._registry = bus, job_id, registry
         self.key = stream_key(bus.prefix, job_id)
         self.inboxes: set[Inbox] = set()

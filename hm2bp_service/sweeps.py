@@ -119,7 +119,7 @@ def _finite(value: Any) -> bool:
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination, the last key varying fastest."""
     keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def create_sweep(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec,

@@ -105,12 +105,13 @@ def inspect_archive(path: Path, settings: Settings, declared: str | None) -> str
             raise UploadRejected(400, f"unsafe archive member: {exc}") from None
         kind = stat.S_IFMT(member.external_attr >> 16)  # 0 when the writer stored no Unix mode (numpy)
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise UploadRejected(400,
-                                 f"archive member {member.filename!r} is not a regular file or folder (links are refused)")
+            raise UploadRejected(400, f"archive member {member.filename!r} is not a regular file or folder "
+                                      "(links are refused)")
         total += member.file_size
-        if member.file_size > (1 << 20) and member.file_size > settings.max_compression_ratio * max(member.compress_size, 1):
-            raise UploadRejected(400,
-                                 f"archive member {member.filename!r} expands more than {settings.max_compression_ratio:g}-fold")
+        if (member.file_size > (1 << 20)
+                and member.file_size > settings.max_compression_ratio * max(member.compress_size, 1)):
+            raise UploadRejected(400, f"archive member {member.filename!r} expands more than "
+                                      f"{settings.max_compression_ratio:g}-fold")
     if total > settings.max_uncompressed_bytes:
         raise UploadRejected(413,
                              f"the archive expands to {total} bytes, more than {settings.max_uncompressed_bytes}")

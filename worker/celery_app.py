@@ -50,7 +50,7 @@ def _start_threads(sender: object = None, **_: object) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_threads(sender: object = None, **_: object) -> None:
+def _stop_threads(**_: object) -> None:
     sweeper.stop()
     webhooks.stop()
     heartbeat.stop()

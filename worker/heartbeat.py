@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -92,7 +92,7 @@ class Heartbeat(threading.Thread):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 _running: Heartbeat | None = None

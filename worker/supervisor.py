@@ -50,7 +50,8 @@ class Supervisor:
                        "was lost every time (killed, out of host memory, or the machine went away).")
             return
         if job.attempts > 1:
-            self.bus.publish(self.job_id, "log", {"message": f"attempt {job.attempts}: resuming from the last checkpoint"})
+            self.bus.publish(self.job_id, "log",
+                             {"message": f"attempt {job.attempts}: resuming from the last checkpoint"})
         try:
             outcome = self._run_child()
         except Exception as exc:  # could not start or watch the child: a platform fault

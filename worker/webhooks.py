@@ -1,7 +1,7 @@
 """Webhook delivery: a signed JSON POST to a job's ``webhook_url`` on its terminal state.
 
-The row is written by ``Jobs.transition`` (``hm2bp_service.store.webhooks``) in the transaction that ends the job (an outbox),
-so a job that ended has exactly one delivery, whichever process ended it. A ``WebhookSender``
+The row is written by ``Jobs.transition`` (``hm2bp_service.store.webhooks``) in the transaction that ends
+the job (an outbox), so a job that ended has exactly one delivery, whichever process ended it. A ``WebhookSender``
 thread in every worker's main process (beside the sweeper; never in the training pool, which may
 be busy for days) sends due deliveries: each attempt is claimed by a conditional UPDATE, so any
 number of workers may send without duplicates. A 2xx answer delivers; anything else (an error
@@ -49,7 +49,8 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def signed_headers(secret: str, delivery: WebhookDeliveryRecord, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(secret: str, delivery: WebhookDeliveryRecord, body: bytes,
+                   timestamp: int | None = None) -> dict[str, str]:
     timestamp = int(time.time()) if timestamp is None else timestamp
     return {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-HM2BP-Event": delivery.event,
             "X-HM2BP-Delivery": delivery.id, "X-HM2BP-Timestamp": str(timestamp),
@@ -93,7 +94,8 @@ class WebhookSender(threading.Thread):
             delivered = status is not None and 200 <= status < 300
             retry_in = None if delivered or delivery.attempts >= settings.webhook_max_attempts else \
                 backoff(delivery.attempts, settings.webhook_backoff_seconds)
-            store.webhooks.record_attempt(delivery.id, delivered=delivered, status=status, error=error, retry_in=retry_in)
+            store.webhooks.record_attempt(delivery.id, delivered=delivered, status=status, error=error,
+                                          retry_in=retry_in)
             if not delivered:
                 log.warning("webhook %s of job %s, attempt %d: %s%s", delivery.id, delivery.job_id, delivery.attempts,
                             error or f"HTTP {status}", "" if retry_in is None else f"; again in {retry_in:.0f} s")

@@ -73,7 +73,8 @@ def list_datasets(user: UserDep, services: ServicesDep) -> schemas.DatasetList:
 
 
 @router.get("/{dataset_id}", response_model=schemas.Dataset, responses=ERRORS)
-def get_dataset(dataset_id: Annotated[str, Path(max_length=64)], user: UserDep, services: ServicesDep) -> schemas.Dataset:
+def get_dataset(dataset_id: Annotated[str, Path(max_length=64)], user: UserDep,
+                services: ServicesDep) -> schemas.Dataset:
     found = builtin_status(dataset_id, services.settings)
     if found is not None:
         return builtin_record(found)

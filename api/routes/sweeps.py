@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
+from hm2bp_service import sweeps
 from hm2bp_service.services import Services
 from hm2bp_service.store import JobRecord, SweepRecord
-from hm2bp_service import sweeps
 
 from .. import schemas
 from ..deps import ServicesDep, UserDep, not_found

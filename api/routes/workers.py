@@ -23,7 +23,8 @@ async def list_workers(user: UserDep, services: ServicesDep) -> schemas.WorkerLi
     try:
         live = await asyncio.to_thread(services.workers.live)
     except redis.RedisError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the worker registry (Redis) is unreachable: {exc}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"the worker registry (Redis) is unreachable: {exc}") from exc
     live = [info for info in live if isinstance(info, dict) and isinstance(info.get("name"), str)]
     running = await asyncio.to_thread(services.store.jobs.run_by, [info["name"] for info in live])
     items = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from . import records, schema
 from .database import Database, make_engine, migrate
 from .datasets import Datasets, NewDataset
 from .events import Events
@@ -33,7 +34,6 @@ from .records import (
     UserRecord,
     WebhookDeliveryRecord,
 )
-from . import records, schema
 from .schema import new_id
 from .sweeps import Sweeps
 from .users import Users

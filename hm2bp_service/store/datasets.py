@@ -88,4 +88,5 @@ class Datasets:
             key = row.storage_key
             session.delete(row)
             session.flush()
-            return session.scalar(select(func.count()).select_from(DatasetRow).where(DatasetRow.storage_key == key)) == 0
+            return session.scalar(
+                select(func.count()).select_from(DatasetRow).where(DatasetRow.storage_key == key)) == 0

@@ -166,7 +166,8 @@ class Jobs:
 
     def count_by_state(self) -> dict[str, int]:
         with self.db.reading() as session:
-            return {state: count for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state))}
+            return {state: count
+                    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state))}
 
     # ------------------------------------------------------------------ dispatch
     def mark_dispatched(self, job_id: str) -> None:
@@ -232,7 +233,8 @@ class Jobs:
                 .where(Job.id == job_id, Job.state == previous,
                        or_(Job.lease_until.is_(None), Job.lease_until <= now, Job.state == QUEUED))
                 .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds), attempts=Job.attempts + 1,
-                        state=RUNNING if previous == QUEUED else previous, started_at=func.coalesce(Job.started_at, now))
+                        state=RUNNING if previous == QUEUED else previous,
+                        started_at=func.coalesce(Job.started_at, now))
             ).rowcount
             if not taken:
                 return Lease(None, "another worker took the job first")

@@ -30,13 +30,15 @@ class Sweeps:
 
     def get(self, user_id: int, sweep_id: str) -> SweepRecord | None:
         with self.db.connect() as connection:
-            row = connection.execute(select(_sweeps).where(_sweeps.c.user_id == user_id, _sweeps.c.id == sweep_id)).first()
+            row = connection.execute(
+                select(_sweeps).where(_sweeps.c.user_id == user_id, _sweeps.c.id == sweep_id)).first()
         return SweepRecord.of(row) if row is not None else None
 
     def page(self, user_id: int, limit: int, offset: int) -> tuple[list[SweepRecord], int]:
         """A page of the user's sweeps, newest first, and their total count."""
         with self.db.connect() as connection, connection.begin():
-            total = connection.execute(select(func.count()).select_from(_sweeps).where(_sweeps.c.user_id == user_id)).scalar()
+            total = connection.execute(
+                select(func.count()).select_from(_sweeps).where(_sweeps.c.user_id == user_id)).scalar()
             rows = connection.execute(select(_sweeps).where(_sweeps.c.user_id == user_id)
                                       .order_by(_sweeps.c.created_at.desc(), _sweeps.c.id).limit(limit).offset(offset))
             return [SweepRecord.of(row) for row in rows], int(total or 0)

@@ -41,7 +41,8 @@ class Users:
     def revoke_token(self, token_hash: str) -> bool:
         with self.db.writing() as session:
             result = session.execute(
-                update(Token).where(Token.token_hash == token_hash, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
+                update(Token).where(Token.token_hash == token_hash, Token.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
             )
             return result.rowcount > 0
 

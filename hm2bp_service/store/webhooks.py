@@ -52,7 +52,8 @@ class WebhookOutbox:
     def due(self, limit: int = 20) -> list[WebhookDeliveryRecord]:
         with self.db.reading() as session:
             return [WebhookDeliveryRecord.of(row) for row in session.scalars(
-                select(WebhookDelivery).where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= utcnow())
+                select(WebhookDelivery)
+                .where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= utcnow())
                 .order_by(WebhookDelivery.next_attempt_at).limit(limit))]
 
     def claim(self, delivery_id: str, hold_seconds: float) -> tuple[WebhookDeliveryRecord, str] | None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from service.harness import HM2BP, REPO, free_port, stop, wait_api
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -26,7 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "tests" / "artifacts"
 TINY_SPEC = {
-    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 60},
     "training": {"epochs": 3, "batch_size": 32, "max_train_samples": 300, "max_test_samples": 100},
 }
@@ -45,7 +45,8 @@ class Dashboard:
         deadline = time.monotonic() + seconds
         with self.client() as client:
             while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] not in states:
-                assert time.monotonic() < deadline, f"job {job_id} still {job['state']}:\n{self.log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, \
+                    f"job {job_id} still {job['state']}:\n{self.log.read_text()[-3000:]}"
                 time.sleep(0.2)
         return job
 
@@ -62,7 +63,8 @@ def dashboard(tmp_path_factory) -> Dashboard:
     try:
         deadline = time.monotonic() + 90
         while not (found := re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text())):
-            assert serve.poll() is None and time.monotonic() < deadline, f"hm2bp serve did not start:\n{log.read_text()[-3000:]}"
+            assert serve.poll() is None and time.monotonic() < deadline, \
+                f"hm2bp serve did not start:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
         wait_api(f"http://127.0.0.1:{port}", serve, log)
         yield Dashboard(f"http://127.0.0.1:{port}", found.group(1), log)
@@ -82,7 +84,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, dashboard):
+def page(browser):
     """A fresh browser context on the dashboard; page errors (CSP violations included) fail the test."""
     context = browser.new_context(accept_downloads=True, viewport={"width": 1440, "height": 1000},
                                   device_scale_factor=1)

@@ -61,7 +61,8 @@ def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_pa
     deadline = time.monotonic() + 120
     while (state := page.text_content("#job-state")) != "succeeded":
         seen.append((state, page.evaluate(LOSS_POINTS)))
-        assert time.monotonic() < deadline and state not in ("failed", "cancelled"), (state, dashboard.log.read_text()[-3000:])
+        assert time.monotonic() < deadline and state not in ("failed", "cancelled"), \
+            (state, dashboard.log.read_text()[-3000:])
         time.sleep(0.1)
     while_running = [points for state, points in seen if state == "running"]
     assert while_running and while_running[-1] > 0 and while_running[-1] > while_running[0], seen
@@ -70,7 +71,8 @@ def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_pa
     page.wait_for_selector("#raster-card:not([hidden]) .main-svg")
     time.sleep(0.5)  # let the last chart transitions settle for the screenshot
     events = job_events(dashboard, job_id)
-    progress_steps = [(e["data"]["epoch"] - 1) * e["data"]["steps"] + e["data"]["step"] for e in events if e["type"] == "progress"]
+    progress_steps = [(e["data"]["epoch"] - 1) * e["data"]["steps"] + e["data"]["step"]
+                      for e in events if e["type"] == "progress"]
     assert page.evaluate(LOSS_STEPS) == progress_steps  # every progress event once
     assert page.evaluate("document.getElementById('chart-accuracy').data[1].x.length") == 3
     assert page.evaluate("document.getElementById('chart-firing').data.length") == 2
@@ -139,10 +141,10 @@ def test_stream_resumes_after_a_drop_and_cancel_from_the_page(page, dashboard):
 
 
 def test_html_in_names_renders_as_text(page, dashboard):
-    from sklearn.datasets import load_digits
     import io
 
     import numpy as np
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     buffer = io.BytesIO()

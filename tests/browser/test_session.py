@@ -40,7 +40,8 @@ def test_dashboard_and_its_assets_are_served_without_auth(dashboard):
 def test_cookie_is_honoured_only_from_allowed_origins(dashboard, cookie):
     jar = {"hm2bp_session": cookie}
     own = dashboard.url
-    assert httpx.get(own + "/v1/session", cookies=jar).json() == {"user": "local"}  # GET, no Origin: a browser's same-origin read
+    # GET, no Origin: a browser's same-origin read
+    assert httpx.get(own + "/v1/session", cookies=jar).json() == {"user": "local"}
     assert httpx.get(own + "/v1/session", cookies=jar, headers={"Origin": own}).status_code == 200
     assert httpx.get(own + "/v1/session", cookies=jar, headers={"Origin": "http://evil.example"}).status_code == 401
     assert httpx.get(own + "/v1/session", cookies=jar, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 401
@@ -53,7 +54,8 @@ def test_cookie_is_honoured_only_from_allowed_origins(dashboard, cookie):
         client.post(own + f"/v1/jobs/{created.json()['id']}/cancel", headers={"Origin": own})
 
     ws = "ws" + own[len("http"):] + f"/v1/jobs/{created.json()['id']}/stream"
-    with connect(ws, additional_headers={"Cookie": f"hm2bp_session={cookie}", "Origin": own}, open_timeout=10) as stream:
+    with connect(ws, additional_headers={"Cookie": f"hm2bp_session={cookie}", "Origin": own},
+                 open_timeout=10) as stream:
         assert stream.recv(timeout=10)
     with pytest.raises(InvalidStatus) as refused:
         connect(ws, additional_headers={"Cookie": f"hm2bp_session={cookie}", "Origin": "http://evil.example"},

@@ -15,10 +15,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from service.harness import HM2BP, TINY_SPEC, free_port
 
 from hm2bp_client import Client, ConfigError
 from hm2bp_client.config import DEFAULT_URL, ClientConfig, resolve
-from service.harness import HM2BP, TINY_SPEC, free_port
 
 # the job store backend is not what these tests are about: one (SQLite) is enough
 ON_SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
@@ -89,7 +89,8 @@ def test_submit_wait_succeeds_then_status_logs_download(service, digits_npz, spe
     assert fetched.returncode == 0, fetched.stderr
     assert {"model.safetensors", "spec.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert not list(out.glob("*.part"))
-    assert json.loads((out / "metrics.json").read_text())["final"]["best_test_accuracy"] == summary["best_test_accuracy"]
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert final["best_test_accuracy"] == summary["best_test_accuracy"]
 
 
 @ON_SQLITE

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from service.harness import RedisServer, free_port, stop
 
 from hm2bp_service.settings import Settings
-from service.harness import RedisServer, free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -52,7 +52,8 @@ def test_compose_services_scale_share_artifacts_and_reserve_a_gpu():
 
 
 def test_slurm_script_parses():
-    result = subprocess.run(["bash", "-n", str(REPO / "docker" / "slurm-worker.sbatch")], capture_output=True, text=True)
+    result = subprocess.run(["bash", "-n", str(REPO / "docker" / "slurm-worker.sbatch")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 

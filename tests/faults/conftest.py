@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from service.harness import TINY_SPEC, Cluster
 
 LEASE_SECONDS = "5"  # renewed every 5/6 s; generous for a loaded 2-core machine

@@ -8,8 +8,8 @@ import threading
 import time
 
 import psutil
-
 from service.harness import TINY_SPEC, wait_worker
+
 from hm2bp_service.dispatch import Dispatcher
 from hm2bp_service.settings import Settings
 

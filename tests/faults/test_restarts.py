@@ -13,11 +13,11 @@ import httpx
 import httpx_sse
 import pytest
 import redis
+from service.harness import TINY_SPEC
+from service.test_training_jobs import stream_events
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service.harness import TINY_SPEC
-from service.test_training_jobs import stream_events
 from hm2bp_service.events import stream_key
 
 from .conftest import FAULT_SPEC, TERMINAL
@@ -116,4 +116,5 @@ def test_redis_restart_job_finishes_and_history_comes_from_the_database(cluster)
     assert_whole(events)
     assert [e["data"]["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3, 4]
     streamed = redis.Redis.from_url(cluster.redis.url).xrange(stream_key("hm2bp:", job["id"]))
-    assert not streamed or int(streamed[0][1][b"seq"]) > 4  # the early events are gone from Redis: served by the database
+    # the early events are gone from Redis: served by the database
+    assert not streamed or int(streamed[0][1][b"seq"]) > 4

@@ -8,7 +8,6 @@ import time
 
 import torch
 from safetensors.torch import load as load_safetensors
-
 from service.harness import kill_tree
 from service.test_training_jobs import stream_events
 
@@ -49,7 +48,8 @@ def test_killed_worker_job_resumes_elsewhere_with_identical_weights(cluster):
     # the other runs the same spec uninterrupted, for reference
     for name in ("second", "third"):
         cluster.add_worker(name, wait=False)
-    reference = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": FAULT_SPEC, "name": "reference"}).json()
+    reference = client.post("/v1/jobs",
+                            json={"dataset": "builtin:digits", "spec": FAULT_SPEC, "name": "reference"}).json()
     done = cluster.service.wait_for(job["id"], TERMINAL, seconds=120)
     uninterrupted = cluster.service.wait_for(reference["id"], TERMINAL, seconds=120)
     assert done["state"] == "succeeded", (done, cluster.worker_logs())
@@ -66,7 +66,8 @@ def test_killed_worker_job_resumes_elsewhere_with_identical_weights(cluster):
     events = stream_events(cluster.service, job["id"])
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     assert [e["data"]["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3, 4]  # each epoch once
-    resumed = [i for i, e in enumerate(events) if e["type"] == "log" and "resumed after epoch 1" in e["data"]["message"]]
+    resumed = [i for i, e in enumerate(events)
+               if e["type"] == "log" and "resumed after epoch 1" in e["data"]["message"]]
     assert len(resumed) == 1
     after = [(e["data"]["epoch"], e["data"]["step"]) for e in events[resumed[0]:] if e["type"] == "progress"]
     assert after and after == sorted(after) and after[0][0] == 2  # continues in epoch 2, never goes back

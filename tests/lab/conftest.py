@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from service.harness import HM2BP, REPO, Cluster, wait_worker
 
 WORKER_NAME = "lab-worker@%h"

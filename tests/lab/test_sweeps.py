@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-
 from service.harness import HM2BP
 
 SWEEP_SPEC = {"network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
@@ -46,7 +45,8 @@ def test_every_point_is_validated_first(lab, grid, field):
 
 def test_unknown_dataset_and_other_users_sweep_are_404(lab):
     alice, bob = lab.service.client("alice"), lab.service.client("bob")
-    assert alice.post("/v1/sweeps", json={**sweep_body({"training.lr": [1e-3]}), "dataset": "ds_nope"}).status_code == 404
+    unknown_dataset = {**sweep_body({"training.lr": [1e-3]}), "dataset": "ds_nope"}
+    assert alice.post("/v1/sweeps", json=unknown_dataset).status_code == 404
     assert alice.get("/v1/sweeps/swp_nope").status_code == 404
     assert bob.post("/v1/sweeps/swp_nope/cancel").status_code == 404
 
@@ -60,7 +60,8 @@ def test_sweep_of_three_points_reports_the_best(lab, tmp_path):
     spec.write_text(json.dumps(SWEEP_SPEC))
     env = {**os.environ, "HM2BP_URL": lab.service.url, "HM2BP_TOKEN": lab.service.tokens["alice"],
            "XDG_CONFIG_HOME": str(tmp_path)}
-    cli = subprocess.Popen([HM2BP, "sweep", str(spec), "--data", "builtin:digits", "--grid", "training.lr=1e-3,5e-4,2e-3",
+    cli = subprocess.Popen([HM2BP, "sweep", str(spec), "--data", "builtin:digits",
+                            "--grid", "training.lr=1e-3,5e-4,2e-3",
                             "--wait", "--timeout", "150", "--name", "lr sweep"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -121,5 +122,6 @@ def test_cancel_a_sweep(lab):
 
 
 def test_worker_command_refuses_unknown_queues(lab):
-    refused = subprocess.run([HM2BP, "worker", "--queue", "tpu"], env=lab.env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run([HM2BP, "worker", "--queue", "tpu"], env=lab.env, capture_output=True, text=True,
+                             timeout=60)
     assert refused.returncode == 2 and "unknown queue tpu" in refused.stderr

@@ -11,9 +11,9 @@ import socket
 import time
 
 import pytest
+from service.harness import TINY_SPEC
 
 from hm2bp_client import WebhookVerificationError, sign_webhook, verify_webhook
-from service.harness import TINY_SPEC
 
 from .conftest import WEBHOOK_MAX_ATTEMPTS
 

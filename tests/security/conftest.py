@@ -5,7 +5,6 @@ need a finished job start a worker for it. Archive caps are small, so bombs stay
 from __future__ import annotations
 
 import pytest
-
 from service.harness import Cluster
 
 MAX_UNCOMPRESSED_BYTES = 20_000_000

@@ -12,10 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from service.harness import HM2BP, REPO, TINY_SPEC, create_tokens, kill_tree, npz_bytes
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-from service.harness import HM2BP, REPO, TINY_SPEC, create_tokens, kill_tree, npz_bytes
 
 # served to anyone: probes, the API description, and the dashboard page and its static files (it signs in with a token)
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",

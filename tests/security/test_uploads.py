@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service.harness import npz_bytes
 
 from hm2bp_core.data.nmnist import encode_events
-from service.harness import npz_bytes
 
 MARK = f"hm2bp-escape-{os.getpid()}"
 RNG = np.random.default_rng(0)
@@ -44,7 +44,7 @@ def idx(values: np.ndarray, code: int = 0x08, magic: bytes | None = None, cut: i
     return data[:len(data) - cut] if cut else data
 
 
-def idx_zip(train_images=None, train_labels=None, test_images=None, test_labels=None, **kwargs) -> bytes:
+def idx_zip(train_images=None, train_labels=None, test_images=None, test_labels=None) -> bytes:
     images = RNG.integers(0, 256, size=(12, 4, 4))
     labels = np.arange(12) % 3
     parts = {"train-images-idx3-ubyte": idx(images) if train_images is None else train_images,
@@ -120,7 +120,8 @@ CASES = {
     # N-MNIST
     "nmnist-million-classes": (nmnist_zip(classes=(0, 999_999)), 422, "classes"),
     "nmnist-truncated-event": (zip_of(("Train/0/a.bin", b"\0" * 7), ("Train/1/a.bin", b"\0" * 5),
-                                      ("Test/0/a.bin", b"\0" * 5), ("Test/1/a.bin", b"\0" * 5)), 422, "truncated event"),
+                                      ("Test/0/a.bin", b"\0" * 5), ("Test/1/a.bin", b"\0" * 5)),
+                               422, "truncated event"),
 }
 
 

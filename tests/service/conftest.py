@@ -16,8 +16,21 @@ import numpy as np
 import pytest
 import redis
 
-from .harness import (CLAIM_KEY, REDIS_HOST, REDIS_PORT, Service, create_tokens, free_port, postgres_schema,
-                      service_env, start_api, start_worker, stop, wait_api, wait_worker)
+from .harness import (
+    CLAIM_KEY,
+    REDIS_HOST,
+    REDIS_PORT,
+    Service,
+    create_tokens,
+    free_port,
+    postgres_schema,
+    service_env,
+    start_api,
+    start_worker,
+    stop,
+    wait_api,
+    wait_worker,
+)
 
 
 @pytest.fixture(scope="session")

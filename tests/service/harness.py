@@ -25,7 +25,8 @@ REDIS_HOST, REDIS_PORT = os.environ.get("HM2BP_TEST_REDIS", "127.0.0.1:6379").sp
 POSTGRES_URL = os.environ.get("HM2BP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLAIM_KEY = "hm2bp-service-tests:claim"
 TINY_SPEC = {
-    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5}, {"type": "dense", "units": 10, "threshold": 5}]},
+    "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
+                           {"type": "dense", "units": 10, "threshold": 5}]},
     "encoding": {"time_steps": 40},
     "training": {"epochs": 2, "batch_size": 32, "max_train_samples": 200, "max_test_samples": 100, "device": "cpu"},
 }
@@ -83,7 +84,8 @@ def create_tokens(env: dict[str, str], users: tuple[str, ...] = ("alice", "bob")
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     """uvicorn serving the API on 127.0.0.1:port, in its own process group."""
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port)],
         env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -185,7 +187,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from .harness import postgres_schema
 from api.auth import hash_token
 from hm2bp_service.states import JobState
 from hm2bp_service.store import IdempotencyConflict, NewJob, Store, migrate, new_id, records, schema
+
+from .harness import postgres_schema
 
 QUEUED, RUNNING, SUCCEEDED, CANCELLED = JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.CANCELLED
 
@@ -74,7 +75,8 @@ def test_expired_lease_is_taken_over_and_counted(store):
 def test_terminal_states_never_change(store):
     job = queued_job(store)
     store.jobs.acquire_lease(job.id, "worker-a", seconds=30)
-    assert store.jobs.transition(job.id, SUCCEEDED, "done", expect=(RUNNING,), owner="worker-b") is None  # not the owner
+    # not the owner
+    assert store.jobs.transition(job.id, SUCCEEDED, "done", expect=(RUNNING,), owner="worker-b") is None
     assert store.jobs.transition(job.id, SUCCEEDED, "done", expect=(RUNNING,), owner="worker-a") is not None
     assert store.jobs.transition(job.id, CANCELLED, "late", expect=(QUEUED, RUNNING)) is None
     assert store.jobs.acquire_lease(job.id, "worker-c", seconds=30).job is None

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("hm2bp_core", "hm2bp_service", "hm2bp_client", "api", "worker")
 # package -> the project packages it may import

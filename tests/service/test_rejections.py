@@ -69,7 +69,8 @@ def test_malformed_job_bodies_are_422(service):
     client = service.client()
     assert_error(client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}), 422)
     assert_error(client.post("/v1/jobs", json={"spec": TINY_SPEC}), 422, "dataset")
-    assert_error(client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC, "extra": 1}), 422, "extra")
+    assert_error(client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC, "extra": 1}),
+                 422, "extra")
     assert_error(client.get("/v1/jobs", params={"state": "sleeping"}), 422, "state")
 
 
@@ -161,7 +162,8 @@ def test_another_users_job_and_dataset_are_404(service):
 def test_artifact_names_cannot_leave_the_job_folder(service):
     client = service.client()
     job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC}).json()
-    for name in ("..%2F..%2Fhm2bp.db", "%2Fetc%2Fpasswd", "checkpoint%2Fstate.json", "%2E%2E%2Fspec.json", "spec.json%00"):
+    for name in ("..%2F..%2Fhm2bp.db", "%2Fetc%2Fpasswd", "checkpoint%2Fstate.json", "%2E%2E%2Fspec.json",
+                 "spec.json%00"):
         assert_error(client.get(f"/v1/jobs/{job['id']}/artifacts/{name}"), 404)
     client.post(f"/v1/jobs/{job['id']}/cancel")
 

@@ -54,7 +54,8 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path, api_worker
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
         job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC}).json()
-        while (state := client.get(f"/v1/jobs/{job['id']}").json()["state"]) not in ("succeeded", "failed", "cancelled"):
+        while (state := client.get(f"/v1/jobs/{job['id']}").json()["state"]) not in ("succeeded", "failed",
+                                                                                     "cancelled"):
             assert time.monotonic() < deadline + 60, log.read_text()
             time.sleep(0.3)
         assert state == "succeeded", log.read_text()

@@ -41,7 +41,8 @@ def test_upload_train_stream_download_evaluate(service, digits_npz, tmp_path):
     assert again.status_code == 200 and again.json()["id"] == dataset["id"]  # de-duplicated by sha256
     assert dataset["id"] in [d["id"] for d in client.get("/v1/datasets").json()["items"]]
 
-    submitted = client.post("/v1/jobs", json={"dataset": dataset["id"], "spec": TINY_SPEC, "name": "tiny", "tags": ["t"]})
+    submitted = client.post("/v1/jobs",
+                            json={"dataset": dataset["id"], "spec": TINY_SPEC, "name": "tiny", "tags": ["t"]})
     assert submitted.status_code == 201, submitted.text
     job = submitted.json()
     assert job["state"] == "queued" and job["spec"]["training"]["lr"] == 0.001  # stored with defaults resolved

@@ -1,14 +1,14 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 02:22:30.848825
 """
 
-from alembic import op
 import sqlalchemy as sa
-import hm2bp_service.store.schema
+from alembic import op
 
+import hm2bp_service.store.schema
 
 revision = '0001'
 down_revision = None
