@@ -28,7 +28,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -41,6 +41,9 @@ POLL_SECONDS = 1.0  # a quiet stream sends the feed back to the database this of
 INBOX_BATCHES = 1000  # a follower this far behind drops its inbox and catches up from the database
 
 Entry = tuple[int, dict[str, Any]]  # (seq, envelope)
+# XRANGE/XREAD replies as this module's clients get them (RESP2, responses not decoded); redis-py
+# types them as the union over every protocol and decoding setting
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields)
 
 
 def stream_key(prefix: str, job_id: str) -> str:
@@ -246,7 +249,7 @@ class JobFeed:
 
     async def _stream_tail(self, client: aioredis.Redis) -> str:
         try:
-            newest = await client.xrevrange(self.key, count=1)
+            newest = cast(StreamEntries, await client.xrevrange(self.key, count=1))
         except redis.RedisError:
             return "0-0"
         return newest[0][0].decode() if newest else "0-0"
@@ -255,7 +258,8 @@ class JobFeed:
         """Up to 100 stream entries after ``cursor`` (waiting up to POLL_SECONDS); None entries
         when Redis is unreachable (the caller falls back to the database)."""
         try:
-            reply = await client.xread({self.key: cursor}, count=100, block=int(POLL_SECONDS * 1000))
+            reply = cast(list[tuple[bytes, StreamEntries]] | None,
+                         await client.xread({self.key: cursor}, count=100, block=int(POLL_SECONDS * 1000)))
         except (redis.RedisError, OSError) as exc:
             log.warning("reading %s failed (%s); serving events from the database", self.key, exc)
             await asyncio.sleep(POLL_SECONDS)

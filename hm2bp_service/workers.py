@@ -36,15 +36,17 @@ class WorkerRegistry:
         keys = sorted(self._redis.scan_iter(match=worker_key(self.prefix, "*"), count=500))
         found = []
         for value in self._redis.mget(keys) if keys else []:
+            if value is None:  # expired between SCAN and MGET
+                continue
             try:
                 found.append(json.loads(value))
-            except (TypeError, ValueError):  # expired between SCAN and MGET, or not ours
+            except ValueError:  # not ours
                 continue
         return found
 
     def devices(self) -> set[str]:
         """The device kinds (``cpu``, ``cuda``) of the live workers that have probed theirs."""
-        return {(w.get("device") or {}).get("kind") for w in self.live()} - {None}
+        return {kind for w in self.live() if (kind := (w.get("device") or {}).get("kind")) is not None}
 
     def close(self) -> None:
         self._redis.close()

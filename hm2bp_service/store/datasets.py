@@ -75,9 +75,9 @@ class Datasets:
     def in_use(self, dataset_id: str) -> bool:
         """Whether a job that has not ended refers to the dataset."""
         with self.db.reading() as session:
-            return session.scalar(
+            return session.execute(
                 select(func.count()).select_from(Job).where(Job.dataset == dataset_id, Job.state.in_(ACTIVE))
-            ) > 0
+            ).scalar_one() > 0
 
     def delete(self, dataset_id: str) -> bool:
         """Delete the record; True when no other record still refers to its stored file."""

@@ -20,21 +20,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..states import LEASED, TERMINAL, JobState
-from .database import Database
+from .database import Database, rowcount
 from .events import append_event
 from .records import Event, JobRecord, Lease, TransitionRecord
-from .schema import Job, JobEpoch, JobEvent, JobTransition, utcnow
+from .schema import Job, JobEpoch, JobEvent, JobTransition, table_of, utcnow
 from .webhooks import add_delivery
 
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
-_jobs = Job.__table__
+_jobs = table_of(Job)
 _OWNED_JOB = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"), _jobs.c.id == bindparam("job_id"))
 _JOB_BY_IDEMPOTENCY_KEY = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"),
                                               _jobs.c.idempotency_key == bindparam("key"))
 _MARK_DISPATCHED = update(_jobs).where(_jobs.c.id == bindparam("job_id")).values(dispatched_at=bindparam("at"))
 _INSERT_JOB = insert(_jobs)
-_INSERT_TRANSITION = insert(JobTransition.__table__)
-_INSERT_EVENT = insert(JobEvent.__table__)
+_INSERT_TRANSITION = insert(table_of(JobTransition))
+_INSERT_EVENT = insert(table_of(JobEvent))
 
 
 def _jobs_page(state: bool) -> tuple[Any, Any]:
@@ -198,7 +198,7 @@ class Jobs:
                 query = query.where(Job.lease_owner == owner)
             if lease_expired:
                 query = query.where(Job.lease_until < utcnow())
-            if session.execute(query.values(**fields)).rowcount == 0:
+            if rowcount(session.execute(query.values(**fields))) == 0:
                 return None
             session.add(JobTransition(job_id=job_id, from_state=current, to_state=to_state, reason=reason))
             data: dict[str, Any] = {"state": to_state.value, "reason": reason}
@@ -228,14 +228,14 @@ class Jobs:
             if job.state == RUNNING and job.lease_until is not None and job.lease_until > now:
                 return Lease(None, f"job is leased by {job.lease_owner} until {job.lease_until.isoformat()}")
             previous = job.state
-            taken = session.execute(
+            taken = rowcount(session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state == previous,
                        or_(Job.lease_until.is_(None), Job.lease_until <= now, Job.state == QUEUED))
                 .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds), attempts=Job.attempts + 1,
                         state=RUNNING if previous == QUEUED else previous,
                         started_at=func.coalesce(Job.started_at, now))
-            ).rowcount
+            ))
             if not taken:
                 return Lease(None, "another worker took the job first")
             if previous == QUEUED:
@@ -247,10 +247,10 @@ class Jobs:
     def renew_lease(self, job_id: str, owner: str, seconds: float) -> JobRecord | None:
         """Extend the lease; None when ``owner`` lost it (the sweeper re-queued the job, or it ended)."""
         with self.db.writing() as session:
-            renewed = session.execute(
+            renewed = rowcount(session.execute(
                 update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state.in_(LEASED))
                 .values(lease_until=utcnow() + timedelta(seconds=seconds))
-            ).rowcount
+            ))
             row = session.get(Job, job_id) if renewed else None
             return JobRecord.of(row) if row is not None else None
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -58,6 +59,12 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Core ``Table``: ``Model.__table__`` is typed as any ``FromClause``, which
+    ``insert`` and ``update`` do not take."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class User(Base):

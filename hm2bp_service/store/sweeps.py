@@ -9,9 +9,9 @@ from sqlalchemy import func, insert, select
 from .database import Database
 from .jobs import NewJob, insert_queued
 from .records import JobRecord, SweepRecord
-from .schema import Sweep, utcnow
+from .schema import Sweep, table_of, utcnow
 
-_sweeps = Sweep.__table__
+_sweeps = table_of(Sweep)
 
 
 class Sweeps:
@@ -21,8 +21,8 @@ class Sweeps:
     def create(self, sweep_id: str, user_id: int, name: str, dataset: str, spec: dict[str, Any],
                grid: dict[str, Any], jobs: list[NewJob]) -> tuple[SweepRecord, list[JobRecord]]:
         """Insert the sweep and its queued jobs (``sweep_id`` set on each) in one transaction."""
-        values = {"id": sweep_id, "user_id": user_id, "name": name, "dataset": dataset, "spec": spec, "grid": grid,
-                  "created_at": utcnow()}
+        values: dict[str, Any] = {"id": sweep_id, "user_id": user_id, "name": name, "dataset": dataset,
+                                  "spec": spec, "grid": grid, "created_at": utcnow()}
         with self.db.write_connection() as connection:
             connection.execute(insert(_sweeps), values)
             records = insert_queued(connection, jobs, f"submitted by sweep {sweep_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select, update
 
-from .database import Database
+from .database import Database, rowcount
 from .records import UserRecord
 from .schema import Token, User, new_webhook_secret, utcnow
 
@@ -44,12 +44,12 @@ class Users:
                 update(Token).where(Token.token_hash == token_hash, Token.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            return result.rowcount > 0
+            return rowcount(result) > 0
 
     def webhook_secret(self, user_id: int) -> str:
         """The user's webhook signing secret (made now if the user has none yet)."""
         with self.db.writing() as session:
-            user = session.get(User, user_id)
+            user = session.get_one(User, user_id)
             if user.webhook_secret is None:
                 user.webhook_secret = new_webhook_secret()
             return user.webhook_secret
@@ -57,6 +57,6 @@ class Users:
     def rotate_webhook_secret(self, user_id: int) -> str:
         """A new secret; deliveries from now on (retries included) are signed with it."""
         with self.db.writing() as session:
-            user = session.get(User, user_id)
+            user = session.get_one(User, user_id)
             user.webhook_secret = new_webhook_secret()
             return user.webhook_secret

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .database import Database
+from .database import Database, rowcount
 from .records import JobRecord, WebhookDeliveryRecord
 from .schema import Job, User, WebhookDelivery, new_id, new_webhook_secret, utcnow
 
@@ -62,15 +62,15 @@ class WebhookOutbox:
         it, or None when another process took it first."""
         now = utcnow()
         with self.db.writing() as session:
-            taken = session.execute(
+            taken = rowcount(session.execute(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == PENDING,
                        WebhookDelivery.next_attempt_at <= now)
                 .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=hold_seconds))
-            ).rowcount
+            ))
             if not taken:
                 return None
-            delivery = session.get(WebhookDelivery, delivery_id)
+            delivery = session.get_one(WebhookDelivery, delivery_id)  # the UPDATE above matched it
             secret = session.scalar(select(User.webhook_secret).join(Job, Job.user_id == User.id)
                                     .where(Job.id == delivery.job_id))
             if secret is None:
