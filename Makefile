@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` (set up and run) and `make test` (set up and test).
+# The two commands of the README: `make run` (set up and run) and `make test` (set up and test);
+# `make lint` runs ruff and mypy as configured in pyproject.toml (CI runs it before the tests).
 # Both create .venv in the repository root. torch is installed first, pinned, so that pip takes
 # the local CPU wheel instead of downloading a CUDA build.
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test bench clean
+.PHONY: setup run lint test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ setup: $(VENV)/.installed
 # the service with embedded defaults: API + one worker + SQLite + an embedded Redis, data in .hm2bp/
 run: setup
 	$(BIN)/hm2bp serve --data-dir .hm2bp
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/python -m pytest -q -ra
