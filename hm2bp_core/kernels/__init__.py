@@ -4,19 +4,28 @@
 ``spike_weights``, ``dense_backward``) or ``None`` when it cannot be built (no compiler, or
 ``HM2BP_NO_EXTENSIONS=1``); callers then use the tensor code of :mod:`hm2bp_core.neuron`,
 :mod:`hm2bp_core.spsp` and :mod:`hm2bp_core.layers`, which computes the same results (the tests
-check both against each other). Each build lives in a folder named after the hash of the source and
-the torch version and the CPU (it is compiled for the machine's instruction set), under
-``HM2BP_KERNEL_CACHE`` (default ~/.cache/hm2bp/kernels), so checkouts with different sources never
-rebuild over each other, and each version is compiled once per kind of machine.
+check both against each other).
+
+Each build lives in a folder under ``HM2BP_KERNEL_CACHE`` (default ~/.cache/hm2bp/kernels) named
+after the hash of everything the build depends on: the source, the torch version, the CPU (it is
+compiled for the machine's instruction set) and the environment (the interpreter's prefix and the
+source's path, which torch's ``build.ninja`` records). So two checkouts or virtualenvs on one
+machine each keep their own build instead of rebuilding over each other. Builders of one folder
+take turns under an ``flock`` that the kernel releases if a builder dies; a ``lock`` file that
+torch's own loader left behind (a builder killed mid-build) is then removed instead of waited on
+for ever.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import logging
 import os
 import platform
+import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -34,19 +43,38 @@ def _cpu_key() -> bytes:
     return "\n".join(sorted(set(wanted)) or [platform.machine(), platform.processor()]).encode()
 
 
+SOURCE = Path(__file__).with_name("cpu.cpp")
+
+
+def build_dir() -> Path:
+    """The cache folder of this source, torch, CPU and environment (see the module docstring)."""
+    import torch
+
+    key = b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), _cpu_key(), sys.prefix.encode(),
+                      str(SOURCE.resolve()).encode()])
+    cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
+    return cache / f"cpu-{hashlib.sha256(key).hexdigest()[:16]}"
+
+
 def build_cpu_kernels() -> ModuleType:
     """Build ``cpu.cpp`` (or load it from its cache folder) and return the module; raises when it
     cannot be built. ``hm2bp kernels build`` calls this, so images and clusters build it once."""
-    import torch
     from torch.utils.cpp_extension import load
 
-    source = Path(__file__).with_name("cpu.cpp")
-    digest = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + _cpu_key()).hexdigest()[:16]
-    cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
-    build = cache / f"cpu-{digest}"
+    build = build_dir()
     build.mkdir(parents=True, exist_ok=True)
-    return load("hm2bp_cpu", sources=[str(source)], extra_cflags=["-O3", "-march=native"],
-                build_directory=str(build), verbose=False)
+    with open(build / "builder.lock", "w") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)  # one builder at a time; released by the kernel if it dies
+        (build / "lock").unlink(missing_ok=True)  # torch's baton: with our turn held, any left is stale
+        fresh = not (build / "hm2bp_cpu.so").exists()
+        if fresh:
+            log.warning("hm2bp: building the C++ CPU kernels into %s (once per environment; about a minute)", build)
+        started = time.monotonic()
+        module = load("hm2bp_cpu", sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"],
+                      build_directory=str(build), verbose=False)
+        if fresh:
+            log.warning("hm2bp: the CPU kernels were built in %.0f s", time.monotonic() - started)
+        return module
 
 
 @functools.cache
