@@ -23,7 +23,7 @@ export function renderSpecForm(container, model, schema) {
   container.replaceChildren(...fields(schema, model, schema.root, ""));
 }
 
-/** The fields of the object at path (schema node: node): a fieldset per nested object, the layer editor for layers. */
+/** The fields of the object at path (its schema: node): a fieldset per nested object, the layer editor for layers. */
 function fields(schema, object, node, path) {
   const properties = schema.properties(node);
   return Object.entries(object).map(([key, value]) => {
@@ -49,7 +49,10 @@ function layersEditor(schema, layers, path) {
     el("div", { class: "tools" }, add), el("p", { class: "field-error", "data-error-for": `spec.${path}` }));
 }
 
-/** Layer k: its type (changing it replaces the layer by that type's template), a remove button (not for the last layer left), its fields. */
+/**
+ * Layer k: its type (changing it replaces the layer by that type's template), a remove button
+ * (disabled for the last layer left), and its fields.
+ */
 function layerFieldset(schema, layers, k, path, redraw) {
   const layer = layers[k];
   const typeSelect = el("select", { "aria-label": `layer ${k + 1} type`, "data-field": `spec.${path}[${k}].type` },
@@ -68,7 +71,10 @@ function layerFieldset(schema, layers, k, path, redraw) {
     el("p", { class: "field-error", "data-error-for": `spec.${path}[${k}]` }));
 }
 
-/** One field: its label, the control for its kind (set receives each new value) and its error slot; the schema's description and bounds as tooltip. */
+/**
+ * One field: its label, the control for its kind (set receives each new value) and its error slot;
+ * the schema's description and bounds as its tooltip.
+ */
 function field(schema, path, node, value, set) {
   const id = `f-${path.replace(/[^a-z0-9]+/gi, "-")}`;
   const control = makeControl(schema.fieldKind(node, value), id, value, set);
@@ -106,7 +112,7 @@ function toText(kind, value) {
   return kind.kind === "json" ? JSON.stringify(value) : String(value);
 }
 
-/** A text box's trimmed text as the value it stands for: null if empty and nullable, a number, parsed JSON, else the text itself. */
+/** A text box's trimmed text as its value: null if empty and nullable, a number, parsed JSON, else the text. */
 function fromText(kind, raw) {
   if (raw === "" && kind.nullable) return null;
   if (kind.kind === "number") return raw === "" ? raw : Number(raw);

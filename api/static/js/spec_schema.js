@@ -20,7 +20,10 @@ export class SpecSchema {
     return this.resolve(node).properties || {};
   }
 
-  /** The schema of a layer: the anyOf/oneOf member of network.layers' items whose `type` const is the layer's type (dense if unset), else the first member. */
+  /**
+   * The schema of a layer: the anyOf/oneOf member of network.layers' items whose `type` const is the
+   * layer's type (dense if unset), else the first member.
+   */
   layer(layer) {
     const items = this.resolve(this.resolve(this.properties(this.root.properties.network).layers).items);
     const options = items.anyOf || items.oneOf || [items];

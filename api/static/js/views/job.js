@@ -110,7 +110,10 @@ class JobPage {
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
 
-  /** One stream event: progress and epoch events feed the charts, log events the log; on a terminal state the record is fetched afresh. */
+  /**
+   * One stream event: progress and epoch events feed the charts, log events the log; on a terminal
+   * state the job's record is fetched afresh.
+   */
   onEvent(event) {
     const data = event.data;
     if (event.type === "progress") {

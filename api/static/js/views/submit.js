@@ -56,7 +56,7 @@ function datasetLabel(d) {
 
 /** Switches between the form and the JSON editor; leaving the editor needs valid JSON, which becomes the model. */
 function setJsonMode(page, on) {
-  if (on) $("#spec-json").value = JSON.stringify(page.model, null, 2);
+  if (on) fillJsonEditor(page.model);
   else {
     const model = editedJson();
     if (model === undefined) return;
@@ -73,8 +73,12 @@ function setJsonMode(page, on) {
 /** Back to the paper's defaults, in whichever editor is shown. */
 function resetSpec(page) {
   page.model = structuredClone(page.defaults);
-  if (page.jsonMode) $("#spec-json").value = JSON.stringify(page.model, null, 2);
+  if (page.jsonMode) fillJsonEditor(page.model);
   else renderForm(page);
+}
+
+function fillJsonEditor(model) {
+  $("#spec-json").value = JSON.stringify(model, null, 2);
 }
 
 /** The JSON editor's spec, or undefined (with the parse error under the spec) if it is not valid JSON. */
@@ -111,7 +115,10 @@ async function uploadDataset() {
   }
 }
 
-/** POST /v1/jobs with the dataset, the spec of the editor shown, and the name if any; opens the job, or shows the API's errors. */
+/**
+ * POST /v1/jobs with the dataset, the spec of the editor shown, and the name if any; then opens the
+ * job, or shows the API's errors.
+ */
 async function submitJob(event, page) {
   event.preventDefault();
   clearErrors();
