@@ -1,4 +1,5 @@
-"""The web dashboard: ``GET /`` and its static files, shipped inside the package (``api/static``),
+"""The web dashboard: ``GET /`` and its static files, shipped inside the package (``api/static``: the
+entry module ``app.js`` and the ES modules it imports from ``static/js/``, served at ``/static/...``),
 plus ``/static/vendor/plotly.min.js`` served from the installed ``plotly`` package. No CDN: the
 page works offline. Routing within the page is by URL fragment (``/#/jobs/ID``), so ``/`` is the
 only HTML document; it is served with a strict Content-Security-Policy (scripts from this origin
@@ -14,6 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # plotly injects <style> elements, hence 'unsafe-inline' for styles only; charts are SVG (no WebGL,
@@ -51,4 +53,17 @@ def plotly_js() -> FileResponse:
     return FileResponse(bundle, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
 
-static_files = StaticFiles(directory=STATIC_DIR)
+class DashboardFiles(StaticFiles):
+    """The static files, every ``.js`` (the ES modules, nested folders included) as ``text/javascript``,
+    the type that HTML names for JavaScript (browsers refuse a module script of a non-JavaScript type).
+    Left to :mod:`mimetypes`, the type would depend on the platform: Python 3.11's own table says
+    ``application/javascript``, and the host's ``/etc/mime.types``, where there is one, overrides it."""
+
+    def file_response(self, full_path, stat_result, scope, status_code=200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith(".js") and response.status_code != 304:
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        return response
+
+
+static_files = DashboardFiles(directory=STATIC_DIR)

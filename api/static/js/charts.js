@@ -1,0 +1,113 @@
+/**
+ * The job page's Plotly charts (SVG only: no WebGL, whose shaders the page's CSP would refuse).
+ * Plotly is the global from /static/vendor/plotly.min.js, a classic deferred script that runs before
+ * the modules. Chart data are Plotly data values, never HTML.
+ */
+/* global Plotly */
+
+import { fmtPercent } from "./format.js";
+
+const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+const COLORS = ["#1f6feb", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d"];
+const FLUSH_MS = 300;
+
+/** The dashboard's layout for a chart with these axis titles; extra overrides its keys. */
+function baseLayout(xTitle, yTitle, extra = {}) {
+  return {
+    margin: { l: 56, r: 16, t: 8, b: 44 }, xaxis: { title: { text: xTitle }, zeroline: false, gridcolor: "#eef1f5" },
+    yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef1f5" }, showlegend: true,
+    legend: { orientation: "h", y: 1.12, x: 0 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    font: { family: "system-ui, sans-serif", size: 12, color: "#344054" }, ...extra,
+  };
+}
+
+/** An empty line trace. */
+const line = (name, color, mode = "lines") => ({ x: [], y: [], name, mode, type: "scatter", line: { color, width: 2 }, marker: { size: 6 } });
+
+/**
+ * The live charts of one job (loss and throughput per step, accuracy and firing rate per layer per
+ * epoch), in #chart-loss, #chart-speed, #chart-accuracy and #chart-firing. Points from progress()
+ * and epoch() are buffered and drawn every FLUSH_MS by flush(); the global step of a progress event
+ * is (epoch - 1) * steps + step. layers: the names of the firing-rate traces, one per layer.
+ */
+export class JobCharts {
+  constructor(layers) {
+    this.pending = { loss: [[], []], speed: [[], []], accuracy: [[[], []], [[], []]], firing: layers.map(() => [[], []]) };
+    this.layers = layers;
+    Plotly.newPlot("chart-loss", [line("loss (running mean over the epoch)", COLORS[0])],
+      baseLayout("step", "loss"), PLOT_CONFIG);
+    Plotly.newPlot("chart-accuracy", [line("train", COLORS[0], "lines+markers"), line("test", COLORS[1], "lines+markers")],
+      baseLayout("epoch", "accuracy", { yaxis: { title: { text: "accuracy" }, range: [0, 1.02], gridcolor: "#eef1f5" } }), PLOT_CONFIG);
+    Plotly.newPlot("chart-firing", layers.map((name, k) => line(name, COLORS[k % COLORS.length], "lines+markers")),
+      baseLayout("epoch", "spikes per neuron per step"), PLOT_CONFIG);
+    Plotly.newPlot("chart-speed", [line("samples/s", COLORS[2])], baseLayout("step", "samples / s"), PLOT_CONFIG);
+    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+  }
+
+  progress(data) {
+    const step = (data.epoch - 1) * data.steps + data.step;
+    this.pending.loss[0].push(step); this.pending.loss[1].push(data.loss);
+    this.pending.speed[0].push(step); this.pending.speed[1].push(data.samples_per_sec);
+  }
+
+  epoch(data) {
+    const acc = this.pending.accuracy;
+    acc[0][0].push(data.epoch); acc[0][1].push(data.train_accuracy);
+    acc[1][0].push(data.epoch); acc[1][1].push(data.test_accuracy);
+    (data.firing_rates || []).forEach((rate, k) => {
+      if (k < this.layers.length) { this.pending.firing[k][0].push(data.epoch); this.pending.firing[k][1].push(rate); }
+    });
+  }
+
+  flush() {
+    const extend = (id, series) => {
+      if (!series.some(([xs]) => xs.length)) return;
+      Plotly.extendTraces(id, { x: series.map(([xs]) => xs.splice(0)), y: series.map(([, ys]) => ys.splice(0)) },
+        series.map((_, k) => k));
+    };
+    extend("chart-loss", [this.pending.loss]);
+    extend("chart-speed", [this.pending.speed]);
+    extend("chart-accuracy", this.pending.accuracy);
+    extend("chart-firing", this.pending.firing);
+  }
+
+  stop() { clearInterval(this.timer); this.flush(); }
+}
+
+/** The test set's confusion matrix (confusion.json: matrix[true][predicted]) as a heatmap, true class 0 on top. */
+export function plotConfusion(id, confusion) {
+  const labels = confusion.matrix.map((_, k) => String(k));
+  const rows = [...confusion.matrix].reverse();
+  Plotly.newPlot(id, [{
+    type: "heatmap", z: rows, x: labels, y: [...labels].reverse(), showscale: false,
+    colorscale: [[0, "#f5f9ff"], [0.15, "#cfe2ff"], [0.5, "#5b9bf0"], [1, "#0b3c8c"]],
+    texttemplate: "%{z}", hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>",
+  }], baseLayout("predicted class", "true class", {
+    showlegend: false, margin: { l: 56, r: 16, t: 28, b: 44 }, xaxis: { title: { text: "predicted class" }, type: "category", side: "bottom" },
+    yaxis: { title: { text: "true class" }, type: "category" },
+    title: { text: `accuracy ${fmtPercent(confusion.accuracy)} on ${confusion.samples} test samples`, font: { size: 12 }, x: 0.02 },
+  }), PLOT_CONFIG);
+}
+
+/**
+ * One test sample's spike raster (a sample of rasters.json): one band per layer, top to bottom, each
+ * its own y axis (neuron index), sharing the time axis [0, timeSteps] under the bottom band.
+ */
+export function plotRaster(id, layers, timeSteps) {
+  const gap = 0.04;
+  const height = (1 - gap * (layers.length - 1)) / layers.length;
+  const layout = baseLayout("time step", "", { showlegend: false, margin: { l: 96, r: 16, t: 8, b: 44 } });
+  delete layout.yaxis;
+  const traces = layers.map((layer, k) => {
+    const axis = k === 0 ? "" : String(k + 1);
+    const top = 1 - k * (height + gap);
+    layout[`yaxis${axis}`] = { domain: [top - height, top], title: { text: layer.name, font: { size: 11 } },
+      range: [-0.5, layer.size - 0.5], zeroline: false, showgrid: false };
+    return { type: "scatter", mode: "markers", x: layer.times, y: layer.neurons, yaxis: `y${axis}`,
+      name: layer.name, marker: { symbol: "line-ns-open", size: layer.size > 200 ? 3 : 6, color: COLORS[k % COLORS.length] },
+      hovertemplate: `${layer.name}: neuron %{y} at step %{x}<extra></extra>` };
+  });
+  layout.xaxis.range = [0, timeSteps];
+  layout.xaxis.anchor = `y${layers.length > 1 ? layers.length : ""}`;
+  Plotly.newPlot(id, traces, layout, PLOT_CONFIG);
+}

@@ -1,0 +1,24 @@
+/** Values as the dashboard prints them; "–" for a missing one. */
+
+/** Seconds as "1h 05m", "3m 07s" or "42s" (rounded, never negative). */
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+  seconds = Math.max(0, Math.round(seconds));
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+/** An ISO timestamp as local time of day, with the date in front unless it is today. */
+export function fmtTime(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  const today = new Date();
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  if (date.toDateString() === today.toDateString()) return time;
+  return `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
+}
+
+/** A fraction as a percentage with two decimals: 0.9712 -> "97.12 %". */
+export const fmtPercent = (value) => (value === null || value === undefined ? "–" : `${(100 * value).toFixed(2)} %`);

@@ -1,0 +1,49 @@
+/**
+ * Hash routes: #/signin, #/jobs (also the default), #/jobs/ID, #/submit. Signed out, every route
+ * leads to #/signin. On the first route of a page load with a token in the tab (a reload), the
+ * session cookie is refreshed from the token first; a refused token signs the tab out.
+ */
+
+import { $ } from "./dom.js";
+import { REFUSED, forget, sessionChecked, startSession, token } from "./session.js";
+import { leave } from "./view.js";
+import { showJob } from "./views/job.js";
+import { showJobs } from "./views/jobs.js";
+import { showSignIn } from "./views/signin.js";
+import { showSubmit } from "./views/submit.js";
+
+const JOB_ROUTE = /^#\/jobs\/([A-Za-z0-9_-]{1,64})$/;
+
+/** Shows the view of the current URL fragment, after stopping the previous view. */
+export async function route() {
+  leave();
+  const hash = location.hash || "#/jobs";
+  const signedIn = Boolean(token());
+  $("#nav").hidden = $("#account").hidden = !signedIn;
+  if (!signedIn && hash !== "#/signin") { location.hash = "#/signin"; return; }
+  if (signedIn && !sessionChecked()) {
+    const user = await startSession(token());
+    if (!user) { signOut(REFUSED); return; }
+    $("#whoami").textContent = user;
+  }
+  markActiveNav(hash);
+  const jobMatch = hash.match(JOB_ROUTE);
+  if (hash === "#/signin") showSignIn();
+  else if (jobMatch) showJob(jobMatch[1]);
+  else if (hash === "#/submit") showSubmit();
+  else showJobs();
+}
+
+/** Highlights the header link of the current route (not "Jobs" on a job's own page). */
+function markActiveNav(hash) {
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.classList.toggle("active", hash.startsWith(`#/${link.dataset.nav}`) && !(link.dataset.nav === "jobs" && hash.length > 7));
+  }
+}
+
+/** Signs the tab out (notice: why, for the sign-in page) and shows the sign-in page. */
+export function signOut(notice = "") {
+  forget(notice);
+  location.hash = "#/signin";
+  if (location.hash === "#/signin") route();
+}

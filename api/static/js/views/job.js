@@ -1,0 +1,189 @@
+/**
+ * One job's page (#/jobs/ID): its record, live charts and log from the job's stream, cancel, the
+ * artifact downloads, and once it has succeeded its confusion matrix and spike rasters.
+ * window.hm2bpStream is the page's JobStream while it is shown (tests, and the console, drop it).
+ */
+
+import { api } from "../api.js";
+import { JobCharts, plotConfusion, plotRaster } from "../charts.js";
+import { $, el } from "../dom.js";
+import { fmtDuration, fmtPercent, fmtTime } from "../format.js";
+import { TERMINAL, setBar, stateBadge } from "../job_status.js";
+import { JobStream } from "../stream.js";
+import { mount, onLeave } from "../view.js";
+
+const LOG_LINES = 300;
+const STREAM_STATUS = { live: "live", reconnecting: "reconnecting…", ended: "stream ended" };
+
+export function showJob(jobId) {
+  mount("tpl-job");
+  const page = new JobPage(jobId);
+  onLeave(() => page.leave());
+  page.load();
+}
+
+/** The firing-rate trace names of a spec's layers: "layer 1 (dense 100)", ..., "output (dense 10)". */
+function layerNames(spec) {
+  const layers = (spec && spec.network && spec.network.layers) || [];
+  return layers.map((layer, k) => {
+    const size = layer.type === "conv" ? `${layer.channels}@${layer.kernel}x${layer.kernel}`
+      : layer.type === "pool" ? `${layer.size}x${layer.size}` : `${layer.units}`;
+    return `${k === layers.length - 1 ? "output" : `layer ${k + 1}`} (${layer.type || "dense"} ${size})`;
+  });
+}
+
+class JobPage {
+  constructor(jobId) {
+    this.jobId = jobId;
+    this.url = `/v1/jobs/${encodeURIComponent(jobId)}`;
+    this.alive = true;
+    this.job = null;
+    this.charts = null;
+    this.stream = null;
+    this.logLines = [];
+    this.stats = {};  // test and best test accuracy from the stream's epoch events
+    this.streamStatus = $("#stream-status");
+    $("#job-id").textContent = jobId;
+    $("#download-model").href = this.artifactUrl("model.safetensors");
+    $("#download-metrics").href = this.artifactUrl("metrics.json");
+    $("#cancel").addEventListener("click", () => this.cancel());
+  }
+
+  artifactUrl(name) { return `${this.url}/artifacts/${name}`; }
+
+  /** Fetches the job, then draws it and follows its stream. */
+  async load() {
+    try {
+      this.job = await api(this.url);
+    } catch (error) {
+      $("#job-name").textContent = error.status === 404 ? "Job not found" : `Could not load the job: ${error.message}`;
+      return;
+    }
+    if (!this.alive) return;
+    $("#job-spec").textContent = JSON.stringify(this.job.spec, null, 2);
+    this.render();
+    this.charts = new JobCharts(layerNames(this.job.spec));
+    this.stream = new JobStream(this.jobId, (event) => this.onEvent(event), (state) => this.showStreamStatus(state));
+    window.hm2bpStream = this.stream;
+  }
+
+  leave() {
+    this.alive = false;
+    if (this.charts) this.charts.stop();
+    if (this.stream) this.stream.close();
+    window.hm2bpStream = null;
+  }
+
+  /** The header, progress bar, stats, error and buttons, from this.job (and this.stats). */
+  render() {
+    const { job, stats } = this;
+    document.title = `${job.name} · hm2bp`;
+    $("#job-name").textContent = job.name;
+    stateBadge(job.state, $("#job-state"));
+    $("#job-meta").textContent = [`dataset ${job.dataset}`, `created ${fmtTime(job.created_at)}`,
+      job.started_at ? `started ${fmtTime(job.started_at)}` : null, job.finished_at ? `finished ${fmtTime(job.finished_at)}` : null,
+      job.attempts > 1 ? `attempt ${job.attempts}` : null].filter(Boolean).join(" · ");
+    setBar($("#job-bar"), job);
+    const p = job.progress || {};
+    const m = job.metrics || {};
+    const items = [
+      ["epoch", p.epoch ? `${p.epoch} / ${p.epochs}` : "–"],
+      ["loss", p.loss !== undefined && p.loss !== null ? p.loss.toFixed(3) : "–"],
+      ["samples / s", p.samples_per_sec ? p.samples_per_sec.toFixed(1) : "–"],
+      ["ETA", TERMINAL.has(job.state) ? "–" : fmtDuration(p.eta_seconds)],
+      ["test accuracy", fmtPercent(stats.test ?? m.test_accuracy)],
+      ["best test accuracy", fmtPercent(stats.best ?? m.best_test_accuracy)],
+    ];
+    $("#job-stats").replaceChildren(...items.map(([name, value]) => el("div", { class: "stat" }, el("b", { text: value }), el("span", { text: name }))));
+    $("#job-error").textContent = job.error ? `${job.error.reason}: ${job.error.message}` : "";
+    $("#cancel").disabled = TERMINAL.has(job.state) || job.state === "cancelling";
+    for (const id of ["#download-model", "#download-metrics"]) $(id).classList.toggle("disabled", job.state !== "succeeded");
+  }
+
+  /** Appends log lines, keeping the last LOG_LINES, and follows the bottom if the reader was there. */
+  appendLog(message) {
+    for (const text of String(message).split("\n")) if (text) this.logLines.push(text);
+    this.logLines.splice(0, Math.max(0, this.logLines.length - LOG_LINES));
+    const pre = $("#job-log");
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+    pre.textContent = this.logLines.join("\n");
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+
+  /**
+   * One stream event: progress and epoch events feed the charts, log events the log; on a terminal
+   * state the job's record is fetched afresh.
+   */
+  onEvent(event) {
+    const data = event.data;
+    if (event.type === "progress") {
+      this.charts.progress(data);
+      this.job.progress = data;
+    } else if (event.type === "epoch") {
+      this.charts.epoch(data);
+      this.stats.test = data.test_accuracy;
+      this.stats.best = Math.max(this.stats.best ?? 0, data.test_accuracy ?? 0);
+    } else if (event.type === "log") {
+      this.appendLog(data.message);
+    } else if (event.type === "state") {
+      this.job.state = data.state;
+      this.appendLog(`[${fmtTime(event.at)}] state ${data.state}${data.reason ? `: ${data.reason}` : ""}`);
+      if (TERMINAL.has(data.state)) {
+        this.charts.flush();
+        api(this.url).then((fresh) => { if (this.alive) { this.job = fresh; this.render(); this.finished(); } });
+      }
+    }
+    this.render();
+  }
+
+  /** A succeeded job's confusion matrix and spike rasters, where it has them. */
+  async finished() {
+    if (this.job.state !== "succeeded") return;
+    try {
+      showConfusion(await api(this.artifactUrl("confusion.json")));
+    } catch (error) { /* older jobs have none */ }
+    try {
+      showRasters(await api(this.artifactUrl("rasters.json")));
+    } catch (error) { /* disabled by HM2BP_RASTER_SAMPLES=0, or an older job */ }
+  }
+
+  async cancel() {
+    $("#cancel").disabled = true;
+    try {
+      this.job = await api(`${this.url}/cancel`, { method: "POST" });
+      this.render();
+    } catch (error) {
+      $("#job-error").textContent = `Cancel failed: ${error.message}`;
+      $("#cancel").disabled = false;
+    }
+  }
+
+  /** The stream's state beside the buttons; data-reconnects counts the reconnections so far. */
+  showStreamStatus(state) {
+    const status = this.streamStatus;
+    status.className = `stream ${state}`;
+    status.textContent = STREAM_STATUS[state];
+    status.dataset.reconnects = String(this.stream ? this.stream.reconnects : 0);
+  }
+}
+
+function showConfusion(confusion) {
+  $("#confusion-card").hidden = false;
+  plotConfusion("chart-confusion", confusion);
+}
+
+/** The raster card: a choice of test sample, and the chosen sample's raster. */
+function showRasters(rasters) {
+  if (!rasters.samples.length) return;
+  $("#raster-card").hidden = false;
+  const select = $("#raster-sample");
+  select.replaceChildren(...rasters.samples.map((sample, k) => el("option", { value: String(k), text: sampleLabel(sample) })));
+  const draw = () => plotRaster("chart-raster", rasters.samples[Number(select.value)].layers, rasters.time_steps);
+  select.addEventListener("change", draw);
+  draw();
+}
+
+function sampleLabel(sample) {
+  const outcome = sample.output_counts.some((c) => c > 0) ? `predicted ${sample.prediction}` : "no output spikes";
+  return `test sample #${sample.index}: label ${sample.label}, ${outcome}`;
+}
