@@ -34,6 +34,9 @@ def test_dashboard_and_its_assets_are_served_without_auth(dashboard):
     assert plotly.status_code == 200 and plotly.headers["content-type"].startswith("text/javascript")
     assert len(plotly.content) > 1_000_000
     assert httpx.get(dashboard.url + "/static/app.js").status_code == 200
+    for module in ("app.js", "js/router.js", "js/views/job.js"):  # ES modules load only with a JavaScript type
+        served = httpx.get(f"{dashboard.url}/static/{module}")
+        assert served.status_code == 200 and served.headers["content-type"].startswith("text/javascript"), module
     assert httpx.get(dashboard.url + "/static/../worker/settings.py").status_code == 404
 
 
