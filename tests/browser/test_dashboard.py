@@ -40,7 +40,13 @@ def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_pa
     page.click("a[href='#/submit']")
     page.wait_for_selector("#spec-form fieldset")
     assert page.input_value("[data-field='spec.training.epochs']") == "200"  # the paper's defaults
+    # every built-in is offered; one the service lacks and cannot download is shown but cannot be picked
+    assert page.is_disabled("#job-dataset option[value='builtin:nmnist']")
+    assert "not on this service" in page.text_content("#job-dataset option[value='builtin:nmnist']")
+    page.select_option("#job-dataset", "builtin:mnist")
+    assert "the first job downloads it" in page.text_content("#job-dataset-note")
     page.select_option("#job-dataset", "builtin:digits")
+    assert page.is_hidden("#job-dataset-note")  # bundled: nothing to say
 
     # the API's validation error appears beside the field it names
     page.fill("[data-field='spec.training.epochs']", "0")

@@ -41,17 +41,32 @@ function renderForm(page) {
   renderSpecForm($("#spec-form"), page.model, page.schema);
 }
 
-/** Fills the dataset choice from GET /v1/datasets, selecting the dataset with id selected if given. */
+/**
+ * Fills the dataset choice from GET /v1/datasets, selecting the dataset with id selected if given.
+ * A built-in the service cannot use yet is listed but disabled; the note under the choice says why
+ * (or, for one its first job downloads, that it will).
+ */
 async function loadDatasets(selected) {
   const list = await api("/v1/datasets");
   const select = $("#job-dataset");
-  select.replaceChildren(...list.items.map((d) => el("option", { value: d.id, text: datasetLabel(d) })));
+  const notes = new Map(list.items.map((d) => [d.id, d.note]));
+  select.replaceChildren(...list.items.map((d) => el("option", {
+    value: d.id, text: datasetLabel(d), disabled: !d.available, title: d.note,
+  })));
   if (selected) select.value = selected;
+  const showNote = () => {
+    const note = $("#job-dataset-note");
+    note.textContent = notes.get(select.value) || "";
+    note.hidden = !note.textContent;
+  };
+  select.onchange = showNote;
+  showNote();
 }
 
 function datasetLabel(d) {
-  return `${d.name} — ${d.num_train} train / ${d.num_test} test, ${d.num_classes} classes, ${d.input_shape.join("×")}`
-    + (d.format === "builtin" ? " (built-in)" : "");
+  const shape = d.input_shape.join("×") + (d.time_steps ? ` × ${d.time_steps} steps` : "");
+  return `${d.name} — ${d.num_train} train / ${d.num_test} test, ${d.num_classes} classes, ${shape}`
+    + (d.format === "builtin" ? (d.available ? " (built-in)" : " (built-in, not on this service)") : "");
 }
 
 /** Switches between the form and the JSON editor; leaving the editor needs valid JSON, which becomes the model. */
