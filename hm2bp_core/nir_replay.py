@@ -35,56 +35,88 @@ def import_snntorch(path: str | Path) -> torch.nn.Module:
         return import_from_nir(nir.read(str(path)))
 
 
-def replay(module: torch.nn.Module, raster: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """The output raster (T x B x C) of the imported ``module`` fed the input ``raster`` (T x B x D)."""
+def replay(module: torch.nn.Module, raster: torch.Tensor, input_shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """The spike rasters (T x B x N_k, bool) of every spiking layer of the imported ``module``, in
+    layer order, fed the input ``raster`` (T x B x D); the last one is the output layer's."""
+    import snntorch
     import snntorch.utils
 
+    layers = [m for m in module.modules() if isinstance(m, snntorch.Synaptic)]  # in node (= layer) order
     has_flatten = any(isinstance(m, torch.nn.Flatten) for m in module.modules())
     groups = [slice(b, b + 1) for b in range(raster.shape[1])] if has_flatten else [slice(None)]
-    outputs = []
-    with torch.no_grad():
-        for group in groups:
-            snntorch.utils.reset(module)  # the Synaptic layers keep syn and mem between calls
-            state, steps = None, []
-            for frame in raster[:, group].float():
-                x = frame.reshape(-1, *input_shape)
-                out, state = module(x[0] if has_flatten else x, state)
-                steps.append(out.reshape(frame.shape[0], -1))
-            outputs.append(torch.stack(steps))
-    return torch.cat(outputs, 1)
+    recorded: list[list[torch.Tensor]] = [[] for _ in layers]
+    hooks = [layer.register_forward_hook(lambda _m, _i, out, k=k: recorded[k].append(out.reshape(-1) > 0))
+             for k, layer in enumerate(layers)]
+    rasters = []
+    try:
+        with torch.no_grad():
+            for group in groups:
+                snntorch.utils.reset(module)  # the Synaptic layers keep syn and mem between calls
+                for items in recorded:
+                    items.clear()
+                state = None
+                for frame in raster[:, group].float():
+                    x = frame.reshape(-1, *input_shape)
+                    _, state = module(x[0] if has_flatten else x, state)
+                width = raster[:, group].shape[1]
+                rasters.append([torch.stack(items).reshape(raster.shape[0], width, -1) for items in recorded])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [torch.cat([part[k] for part in rasters], 1) for k in range(len(layers))]
 
 
 @dataclass
 class Agreement:
-    """Our output raster against the importer's, aligned (module docstring)."""
+    """Our spike raster of a layer against the importer's, aligned (module docstring), as sums over
+    samples, so that batches add up with ``+`` (start from ``Agreement()``)."""
 
-    counts_equal: float  # fraction of (sample, neuron) pairs whose spike counts are equal
-    spike_agreement: float  # coincident spikes / spikes in either raster (1 = the same spike times)
-    predictions_equal: float  # fraction of samples with the same predicted class
-    ours_counts: torch.Tensor  # B x C
-    importer_counts: torch.Tensor  # B x C
+    pairs: int = 0  # (sample, neuron) pairs compared
+    counts_equal: int = 0  # ... whose spike counts are equal
+    samples: int = 0
+    predictions_equal: int = 0  # samples with the same predicted class (argmax of the counts)
+    either: torch.Tensor | None = None  # per neuron: (sample, step) with a spike in either raster
+    both: torch.Tensor | None = None  # per neuron: ... in both
+    identical: torch.Tensor | None = None  # per neuron: its trains are equal on every sample
+
+    def __add__(self, other: "Agreement") -> "Agreement":
+        if self.either is None:
+            return other
+        return Agreement(self.pairs + other.pairs, self.counts_equal + other.counts_equal,
+                         self.samples + other.samples, self.predictions_equal + other.predictions_equal,
+                         self.either + other.either, self.both + other.both, self.identical & other.identical)
 
     @property
-    def ours_predictions(self) -> torch.Tensor:
-        return predict(self.ours_counts)
+    def spike_agreement(self) -> float:
+        """Coincident spikes / spikes in either raster, over all neurons (1: the same spike times)."""
+        either = int(self.either.sum())
+        return int(self.both.sum()) / either if either else 1.0
 
     @property
-    def importer_predictions(self) -> torch.Tensor:
-        return predict(self.importer_counts)
+    def per_neuron(self) -> torch.Tensor:
+        """The spike agreement of each neuron (1 for a neuron silent in both)."""
+        return torch.where(self.either > 0, self.both / self.either.clamp(min=1), torch.ones_like(self.both, dtype=torch.float64))
 
 
-def compare(ours: torch.Tensor, importer: torch.Tensor, layers: int) -> Agreement:
-    """Compare our output raster over T steps with the importer's over its first T - ``layers`` steps."""
+def compare(ours: torch.Tensor, importer: torch.Tensor, delay: int) -> Agreement:
+    """Our raster over T steps against the importer's over its first T - ``delay`` steps, ``delay``
+    being the layer's depth (1 for the first layer, L for the output of L layers)."""
     steps = ours.shape[0]
-    a = ours[layers:].bool()
-    b = importer[: steps - layers].bool()
-    ours_counts = ours.float().sum(0)
-    importer_counts = b.float().sum(0)
-    union = (a | b).sum().item()
+    a = ours[delay:].bool().flatten(2)
+    b = importer[: steps - delay].bool().flatten(2)
+    ours_counts = ours.bool().flatten(2).sum(0)
+    importer_counts = b.sum(0)
     return Agreement(
-        counts_equal=(ours_counts == importer_counts).float().mean().item(),
-        spike_agreement=(a & b).sum().item() / union if union else 1.0,
-        predictions_equal=(predict(ours_counts) == predict(importer_counts)).float().mean().item(),
-        ours_counts=ours_counts,
-        importer_counts=importer_counts,
+        pairs=ours_counts.numel(),
+        counts_equal=int((ours_counts == importer_counts).sum()),
+        samples=ours_counts.shape[0],
+        predictions_equal=int((predict(ours_counts) == predict(importer_counts)).sum()),
+        either=(a | b).sum((0, 1)).double(),
+        both=(a & b).sum((0, 1)).double(),
+        identical=(a == b).all(0).all(0),
     )
+
+
+def importer_counts(importer_output: torch.Tensor, delay: int) -> torch.Tensor:
+    """B x C spike counts of the importer's output raster over our T steps' window (its first T - delay)."""
+    return importer_output[: importer_output.shape[0] - delay].sum(0)

@@ -19,7 +19,7 @@ from hm2bp_core.data import load_dataset
 from hm2bp_core.encoding import rate_encode
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.nir_export import DEFAULT_DT, NirExportError, _graph, export_nir, load_network
-from hm2bp_core.nir_replay import compare, import_snntorch, replay
+from hm2bp_core.nir_replay import compare, import_snntorch, importer_counts, replay
 from hm2bp_core.spec import load_spec
 from hm2bp_core.train import train
 
@@ -112,14 +112,17 @@ def test_mlp_in_snntorch_equals_ours_without_refractory_period(trained_mlp, tmp_
     net = load_network(trained_mlp)
     raster = test_inputs(net, digits)
     module = import_snntorch(export_nir(net, tmp_path / "model.nir"))
-    theirs = replay(module, raster, (64,))
+    hidden, output = replay(module, raster, (64,))
 
-    exact = compare(without_refractory(net, (64,)).forward(raster)[-1].spikes, theirs, layers=2)
-    assert exact.ours_counts.sum() > 10 * SAMPLES  # the comparison is about spikes that happen
-    assert exact.counts_equal == 1.0 and exact.spike_agreement == 1.0
-    assert torch.equal(exact.ours_counts, exact.importer_counts)
+    ours = without_refractory(net, (64,)).forward(raster)
+    for depth, (mine, theirs) in enumerate([(ours[0].spikes, hidden), (ours[1].spikes, output)], start=1):
+        exact = compare(mine, theirs, delay=depth)
+        assert exact.either.sum() > 10 * SAMPLES  # the comparison is about spikes that happen
+        assert exact.spike_agreement == 1.0 and exact.counts_equal == exact.pairs
+        assert bool(exact.identical.all()) and bool((exact.per_neuron == 1).all())
+    assert torch.equal(ours[1].spikes.sum(0), importer_counts(output, delay=2))
 
-    trained = compare(net.forward(raster)[-1].spikes, theirs, layers=2)  # T_ref = 2, as trained
+    trained = compare(net.forward(raster)[0].spikes, hidden, delay=1)  # T_ref = 2, as trained
     assert trained.spike_agreement < 1.0
 
 
@@ -144,8 +147,11 @@ def test_cnn_file_and_replay(tmp_path, digits):
     ours = net.forward(raster)
     assert all(trace.spikes.any() for trace in ours)  # every layer takes part
     theirs = replay(import_snntorch(tmp_path / "cnn.nir"), raster, (1, 8, 8))
-    agreement = compare(ours[-1].spikes, theirs, layers=4)
-    assert agreement.counts_equal == 1.0 and agreement.spike_agreement == 1.0
+    assert len(theirs) == 4
+    for depth, (mine, imported) in enumerate(zip(ours, theirs), start=1):
+        agreement = compare(mine.spikes, imported, delay=depth)
+        assert agreement.either.sum() > 0 and agreement.spike_agreement == 1.0
+        assert agreement.counts_equal == agreement.pairs
 
 
 def test_export_command_writes_the_file(trained_mlp, tmp_path):
