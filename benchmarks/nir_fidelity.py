@@ -26,20 +26,11 @@ import torch
 
 from hm2bp_core.data import load_dataset
 from hm2bp_core.encoding import rate_encode
-from hm2bp_core.network import SpikingNetwork
-from hm2bp_core.nir_export import export_nir, load_network
-from hm2bp_core.nir_replay import Agreement, compare, import_snntorch, importer_counts, replay
+from hm2bp_core.nir_export import export_nir, input_shape_of, load_network
+from hm2bp_core.nir_replay import Agreement, compare, import_snntorch, importer_counts, replay, with_refractory
 from hm2bp_core.objective import predict
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
-
-
-def with_refractory(net: SpikingNetwork, refractory: int, input_shape) -> SpikingNetwork:
-    spec = net.spec.model_copy(deep=True)
-    spec.neuron.refractory = refractory
-    twin = SpikingNetwork(spec, input_shape)
-    twin.load_state_dict(net.state_dict())
-    return twin
 
 
 def main() -> None:
@@ -56,9 +47,9 @@ def main() -> None:
     spec = net.spec
     if spec.encoding.kind != "rate":
         sys.exit("this benchmark encodes images; the model was trained on spike rasters")
-    input_shape = (net.layers[0].weight.shape[1],)
+    input_shape = input_shape_of(net)
     trained_refractory = spec.neuron.refractory
-    ours = {trained_refractory: net, 0: with_refractory(net, 0, input_shape)}
+    ours = {trained_refractory: net, 0: with_refractory(net, 0)}
     with tempfile.TemporaryDirectory() as folder:
         path = export_nir(net, Path(folder) / "model.nir")
         size = path.stat().st_size

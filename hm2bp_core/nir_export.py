@@ -14,8 +14,8 @@ NIR's CubaLIF, with the parameters written here (tau in seconds, dt seconds per 
     tau_mem dv/dt = (v_leak - v) + r I         tau_mem = tau_m dt,  r = tau_m,  v_leak = 0
     v > v_threshold -> spike, v := v_reset     v_threshold = nu - 1e-6 (dense, pool) or nu (conv), v_reset = 0
 
-stepped by forward Euler at dt with a spike counted as 1 in its step, as snnTorch, Norse and
-nirtorch step it (I += (-I + w_in S)/tau_s, v += -v/tau_m + tau_m I dt/tau_mem), is our discrete
+stepped by forward Euler at dt with a spike counted as 1 in its step, as snnTorch's importer
+steps it (I += (-I + w_in S)/tau_s, v += -v/tau_m + tau_m I dt/tau_mem), is our discrete
 LIF (:mod:`hm2bp_core.neuron`) with I = x/tau_s:  x -= x/tau_s; x += W s;  v -= v/tau_m; v += x/tau_s.
 
 What NIR cannot state is written into the metadata (graph and each ``lif`` node): the step dt,
@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .layers import ConvLayer, DenseLayer, PoolLayer
+from .network import SpikingNetwork
 from .neuron import THRESHOLD_SLACK, firing_threshold
 
 if TYPE_CHECKING:
     import nir
-
-    from .network import SpikingNetwork
 
 DEFAULT_DT = 1e-4  # seconds per step: the step that snnTorch's NIR importer hard-codes
 FORMAT = "hm2bp-nir/1"  # the layout of names and metadata described in docs/nir.md
@@ -62,7 +61,10 @@ def _lif(layer, shape: tuple[int, ...], dt: float, *, w_in: float = 1.0) -> "nir
     nir = _nir()
     p = layer.neuron
     strict = getattr(layer, "strict_threshold", False)  # conv layers test v > nu, the others v > nu - 1e-6
-    full = lambda value, dtype=np.float32: np.full(shape, value, dtype=dtype)  # noqa: E731
+
+    def full(value: float, dtype=np.float32) -> np.ndarray:
+        return np.full(shape, value, dtype=dtype)
+
     return nir.CubaLIF(
         tau_syn=full(p.tau_s * dt, np.float64),
         tau_mem=full(p.tau_m * dt, np.float64),
@@ -83,7 +85,7 @@ def _lif(layer, shape: tuple[int, ...], dt: float, *, w_in: float = 1.0) -> "nir
     )
 
 
-def _graph_metadata(net: "SpikingNetwork", dt: float) -> dict[str, Any]:
+def _graph_metadata(net: SpikingNetwork, dt: float) -> dict[str, Any]:
     spec = net.spec
     enc = spec.encoding
     return {
@@ -105,13 +107,18 @@ def _graph_metadata(net: "SpikingNetwork", dt: float) -> dict[str, Any]:
     }
 
 
-def network_to_nir(net: "SpikingNetwork", *, dt: float = DEFAULT_DT) -> "nir.NIRGraph":
+def input_shape_of(net: SpikingNetwork) -> tuple[int, ...]:
+    """The shape of one input sample of ``net``: (D,) for a dense first layer, (C, H, W) otherwise."""
+    first = net.layers[0]
+    return (int(first.weight.shape[1]),) if isinstance(first, DenseLayer) else tuple(first.in_shape)
+
+
+def network_to_nir(net: SpikingNetwork, *, dt: float = DEFAULT_DT) -> "nir.NIRGraph":
     """The NIR graph of ``net`` (module docstring); raises NirExportError if NIR rejects it."""
     nir = _nir()
     if not dt > 0:
         raise NirExportError(f"dt must be a positive number of seconds per step, got {dt}")
-    first = net.layers[0]
-    shape: tuple[int, ...] = (first.weight.shape[1],) if isinstance(first, DenseLayer) else tuple(first.in_shape)
+    shape = input_shape_of(net)
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(shape))}
     edges: list[tuple[str, str]] = []
     last = "input"
@@ -164,7 +171,7 @@ def _graph(nodes, edges, metadata) -> "nir.NIRGraph":
         raise NirExportError(f"the NIR package rejected the graph: {type(exc).__name__}: {exc}") from None
 
 
-def load_network(model_dir: str | Path, input_shape: tuple[int, ...] | None = None) -> "SpikingNetwork":
+def load_network(model_dir: str | Path, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
     """The trained network of a folder written by ``hm2bp train`` (or a service job's artifacts).
 
     The input shape comes from ``input_shape``, else the spec's ``network.input_shape``, else (for a
@@ -173,7 +180,6 @@ def load_network(model_dir: str | Path, input_shape: tuple[int, ...] | None = No
     from pydantic import ValidationError
 
     from .checkpoint import load_model
-    from .network import SpikingNetwork
     from .spec import TrainingSpec
 
     folder = Path(model_dir)
@@ -183,7 +189,7 @@ def load_network(model_dir: str | Path, input_shape: tuple[int, ...] | None = No
         weights, spec_json = load_model(folder)
     except FileNotFoundError as exc:
         raise NirExportError(f"{folder}: not a model folder ({exc})") from None
-    except Exception as exc:  # a damaged safetensors file
+    except Exception as exc:  # a damaged file: safetensors raises its own SafetensorError
         raise NirExportError(f"{folder}: unreadable model file: {exc}") from None
     try:
         spec = TrainingSpec.model_validate_json(spec_json)
@@ -207,7 +213,7 @@ def load_network(model_dir: str | Path, input_shape: tuple[int, ...] | None = No
     return net
 
 
-def export_nir(source: "str | Path | SpikingNetwork", path: str | Path, *, dt: float = DEFAULT_DT,
+def export_nir(source: str | Path | SpikingNetwork, path: str | Path, *, dt: float = DEFAULT_DT,
                input_shape: tuple[int, ...] | None = None) -> Path:
     """Write the NIR file (HDF5) of a model folder or a network to ``path``; returns ``path``.
 
@@ -216,7 +222,7 @@ def export_nir(source: "str | Path | SpikingNetwork", path: str | Path, *, dt: f
     model, a network NIR cannot describe, or a graph the NIR package rejects.
     """
     nir = _nir()
-    net = source if hasattr(source, "layers") else load_network(source, input_shape)
+    net = source if isinstance(source, SpikingNetwork) else load_network(source, input_shape)
     graph = network_to_nir(net, dt=dt)
     target = Path(path)
     if not target.parent.is_dir():

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .network import SpikingNetwork
+from .nir_export import input_shape_of
 from .objective import predict
 
 
@@ -33,6 +35,15 @@ def import_snntorch(path: str | Path) -> torch.nn.Module:
 
     with contextlib.redirect_stdout(io.StringIO()):
         return import_from_nir(nir.read(str(path)))
+
+
+def with_refractory(net: SpikingNetwork, refractory: int) -> SpikingNetwork:
+    """``net``'s weights simulated with another refractory period (0: what NIR's CubaLIF can say)."""
+    spec = net.spec.model_copy(deep=True)
+    spec.neuron.refractory = refractory
+    twin = SpikingNetwork(spec, input_shape_of(net))
+    twin.load_state_dict(net.state_dict())
+    return twin
 
 
 def replay(module: torch.nn.Module, raster: torch.Tensor, input_shape: tuple[int, ...]) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ from hm2bp_core.data import load_dataset
 from hm2bp_core.encoding import rate_encode
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.nir_export import DEFAULT_DT, NirExportError, _graph, export_nir, load_network
-from hm2bp_core.nir_replay import compare, import_snntorch, importer_counts, replay
+from hm2bp_core.nir_replay import compare, import_snntorch, importer_counts, replay, with_refractory
 from hm2bp_core.spec import load_spec
 from hm2bp_core.train import train
 
@@ -52,22 +52,13 @@ def trained_mlp(tmp_path_factory, digits):
     return out
 
 
-def test_inputs(net: SpikingNetwork, digits, count: int = SAMPLES, max_rate: float | None = None) -> torch.Tensor:
+def input_trains(net: SpikingNetwork, digits, count: int = SAMPLES, max_rate: float | None = None) -> torch.Tensor:
+    """The test split's first ``count`` samples as spike trains (T x B x 64), as our evaluation draws them."""
     indices = np.arange(count)
     enc = net.spec.encoding
     return rate_encode(digits.inputs("test", indices), indices, seed=0, split="test", time_steps=enc.time_steps,
                        max_rate=max_rate or enc.max_rate).float()
 
-
-def without_refractory(net: SpikingNetwork, input_shape) -> SpikingNetwork:
-    spec = net.spec.model_copy(deep=True)
-    spec.neuron.refractory = 0
-    twin = SpikingNetwork(spec, input_shape)
-    twin.load_state_dict(net.state_dict())
-    return twin
-
-
-test_inputs.__test__ = False  # a helper, not a test
 
 
 def test_mlp_file_reads_back_with_the_mapped_parameters(trained_mlp, tmp_path):
@@ -110,11 +101,11 @@ def test_mlp_file_reads_back_with_the_mapped_parameters(trained_mlp, tmp_path):
 
 def test_mlp_in_snntorch_equals_ours_without_refractory_period(trained_mlp, tmp_path, digits):
     net = load_network(trained_mlp)
-    raster = test_inputs(net, digits)
+    raster = input_trains(net, digits)
     module = import_snntorch(export_nir(net, tmp_path / "model.nir"))
     hidden, output = replay(module, raster, (64,))
 
-    ours = without_refractory(net, (64,)).forward(raster)
+    ours = with_refractory(net, 0).forward(raster)
     for depth, (mine, theirs) in enumerate([(ours[0].spikes, hidden), (ours[1].spikes, output)], start=1):
         exact = compare(mine, theirs, delay=depth)
         assert exact.either.sum() > 10 * SAMPLES  # the comparison is about spikes that happen
@@ -143,7 +134,7 @@ def test_cnn_file_and_replay(tmp_path, digits):
     assert graph.nodes["layer01.2_lif"].v_threshold.shape == (4, 4, 4)
     assert list(graph.nodes["input"].input_type["input"]) == [1, 8, 8]
 
-    raster = test_inputs(net, digits, count=3, max_rate=0.5)
+    raster = input_trains(net, digits, count=3, max_rate=0.5)
     ours = net.forward(raster)
     assert all(trace.spikes.any() for trace in ours)  # every layer takes part
     theirs = replay(import_snntorch(tmp_path / "cnn.nir"), raster, (1, 8, 8))
