@@ -8,7 +8,7 @@ snnTorch's NIR importer (``import_from_nir``, with nirtorch), feeds it the test 
 trains (our encoding, the run's seed) and compares it with our own simulation of the same weights,
 once with the refractory period the model was trained with and once with it set to 0 (NIR's
 CubaLIF has none). Columns: test accuracy, and against the importer: samples with the same
-prediction, (sample, neuron) pairs with the same spike count, and the spike agreement (coincident
+prediction, (sample, output neuron) pairs with the same spike count, and the spike agreement (coincident
 spikes / spikes in either raster, after the alignment of docs/nir.md), for the output layer and
 the hidden layer. Below, per output neuron, the agreement with the trained refractory period.
 """
@@ -82,16 +82,16 @@ def main() -> None:
     out, hidden = depth - 1, 0
     print(f"model {args.model_dir} ({'-'.join(str(s) for s in (input_shape[0], *[l.units for l in net.layers]))}), "
           f"{n} test samples of {args.data}, T = {spec.encoding.time_steps}; model.nir {size / 1e6:.2f} MB")
-    print(f"{'simulation':<34} {'test acc':>9} {'same pred':>10} {'same count':>11} {'spikes agree':>13} "
-          f"{'hidden agree':>13} {'s':>7}")
+    print(f"{'simulation':<36} {'test acc':>9} {'same prediction':>15} {'same count':>13} {'spikes agree':>13} "
+          f"{'hidden agree':>13} {'s':>6}")
     for refractory in ours:
         a, h = agreement[refractory, out], agreement[refractory, hidden]
         name = f"hm2bp, T_ref = {refractory}" + (" (trained)" if refractory == trained_refractory else "")
-        print(f"{name:<34} {correct[refractory] / n:>9.4f} {a.predictions_equal / a.samples:>10.4f} "
-              f"{a.counts_equal / a.pairs:>11.4f} {a.spike_agreement:>13.4f} {h.spike_agreement:>13.4f} "
-              f"{seconds[refractory]:>7.0f}")
-    print(f"{'snnTorch import_from_nir(model.nir)':<34} {correct['importer'] / n:>9.4f} {'':>10} {'':>11} {'':>13} "
-          f"{'':>13} {seconds['importer']:>7.0f}")
+        print(f"{name:<36} {correct[refractory] / n:>9.4f} {f'{a.predictions_equal}/{a.samples}':>15} "
+              f"{f'{a.counts_equal}/{a.pairs}':>13} {a.spike_agreement:>13.5f} {h.spike_agreement:>13.5f} "
+              f"{seconds[refractory]:>6.0f}")
+    print(f"{'snnTorch import_from_nir(model.nir)':<36} {correct['importer'] / n:>9.4f} {'':>15} {'':>13} {'':>13} "
+          f"{'':>13} {seconds['importer']:>6.0f}")
     print("neurons whose spike trains equal the importer's on every sample: " + "; ".join(
         f"T_ref = {r}: hidden {int(agreement[r, hidden].identical.sum())}/{net.layers[0].units}, "
         f"output {int(agreement[r, out].identical.sum())}/{net.layers[-1].units}" for r in ours))
