@@ -1,12 +1,12 @@
 """Export a trained network to NIR, the Neuromorphic Intermediate Representation (docs/nir.md).
 
-Each spiking layer becomes a linear map and a ``CubaLIF`` population::
+Each spiking layer k becomes a linear map and a ``CubaLIF`` population (names sort in graph order)::
 
-    dense k   ->  layer{k}.flatten (after a conv/pool layer) -> layer{k}.linear  Linear(W)      -> layer{k}.lif
-    conv k    ->  layer{k}.conv     Conv2d(K, stride, padding, bias 0)                          -> layer{k}.lif
-    pool k    ->  layer{k}.pool     SumPool2d(size, stride size): unit weights over each window -> layer{k}.lif
-    output    ->  the same, with lateral inhibition w0 > 0 as the sub-graph ``layer{k}``:
-                  input -> lif -> output, lif -> w_rec -> lif, w_rec = Linear(-w0 (1 - Id))
+    dense   layerKK.0_flatten (after conv/pool only) -> layerKK.1_linear Linear(W)  -> layerKK.2_lif
+    conv    layerKK.1_conv Conv2d(K, stride, padding, bias 0)                         -> layerKK.2_lif
+    pool    layerKK.1_pool SumPool2d(size, stride size): unit weights over a window   -> layerKK.2_lif
+    output  the same; with lateral inhibition w0 > 0, layerKK.2_lif is the sub-graph
+            input -> lif -> output, lif -> w_rec -> lif, w_rec = Linear(-w0 (1 - Id))
 
 NIR's CubaLIF, with the parameters written here (tau in seconds, dt seconds per step)::
 
@@ -15,13 +15,13 @@ NIR's CubaLIF, with the parameters written here (tau in seconds, dt seconds per 
     v > v_threshold -> spike, v := v_reset     v_threshold = nu - 1e-6 (dense, pool) or nu (conv), v_reset = 0
 
 stepped by forward Euler at dt with a spike counted as 1 in its step, as snnTorch's importer
-steps it (I += (-I + w_in S)/tau_s, v += -v/tau_m + tau_m I dt/tau_mem), is our discrete
-LIF (:mod:`hm2bp_core.neuron`) with I = x/tau_s:  x -= x/tau_s; x += W s;  v -= v/tau_m; v += x/tau_s.
+steps it (I += (dt/tau_syn)(-I + w_in S) = -I/tau_s + S/tau_s; v += (dt/tau_mem)(-v + r I) = -v/tau_m + I),
+is our discrete LIF (:mod:`hm2bp_core.neuron`) with I = x/tau_s: x -= x/tau_s; x += W s; v -= v/tau_m; v += x/tau_s.
 
 What NIR cannot state is written into the metadata (graph and each ``lif`` node): the step dt,
 the absolute refractory period (v held at 0 for ``refractory_steps`` steps after a spike), the
-one-step delay before a layer's input reaches its synapse (so layer k of ours spikes at t what an
-importer's layer k spikes at t - k - 1), the threshold test, the rate encoding and the spike-count
+one-step delay before a layer's input reaches its synapse (what our layer k, from 0, spikes at t
+an importer's spikes at t - k - 1), the threshold test, the rate encoding and the spike-count
 readout.
 """
 
@@ -56,7 +56,7 @@ def _nir():
     return nir
 
 
-def _lif(layer, shape: tuple[int, ...], dt: float, *, w_in: float = 1.0) -> "nir.CubaLIF":
+def _lif(layer, shape: tuple[int, ...], dt: float) -> "nir.CubaLIF":
     """The CubaLIF population of ``layer`` (module docstring), its parameters of shape ``shape``."""
     nir = _nir()
     p = layer.neuron
@@ -72,7 +72,7 @@ def _lif(layer, shape: tuple[int, ...], dt: float, *, w_in: float = 1.0) -> "nir
         v_leak=full(0.0),
         v_threshold=full(firing_threshold(layer.threshold, strict)),
         v_reset=full(0.0),
-        w_in=full(w_in),
+        w_in=full(1.0),
         metadata={
             "threshold": float(layer.threshold),
             "threshold_test": "v > nu" if strict else f"v > nu - {THRESHOLD_SLACK:g}",
@@ -102,7 +102,10 @@ def _graph_metadata(net: SpikingNetwork, dt: float) -> dict[str, Any]:
             "description": ("Bernoulli spikes, p = intensity * max_rate per step for steps 1..T-1, none at step 0"
                             if enc.kind == "rate" else "the inputs are spike rasters of time_steps frames"),
         },
-        "readout": "class = argmax of the output layer's spike counts over the time_steps steps",
+        "output_delay_steps": len(net.layers),
+        "readout": ("class = argmax of the output layer's spike counts over our time_steps steps (the first on a tie); "
+                    "a simulator of this graph, which has no input delays, counts its first "
+                    "time_steps - output_delay_steps steps"),
         "spec": spec.to_json(),
     }
 

@@ -95,7 +95,7 @@ def test_mlp_file_reads_back_with_the_mapped_parameters(trained_mlp, tmp_path):
 
     meta = graph.metadata
     assert float(meta["dt"]) == dt and int(meta["time_steps"]) == 80 and int(meta["refractory_steps"]) == 2
-    assert int(meta["input_delay_steps_per_layer"]) == 1
+    assert int(meta["input_delay_steps_per_layer"]) == 1 and int(meta["output_delay_steps"]) == 2
     assert json.loads(meta["spec"])["network"]["layers"][0]["units"] == 30
 
 
