@@ -9,11 +9,15 @@ TORCH ?= torch==2.13.0
 
 .PHONY: setup run lint test bench clean
 
+# snnTorch (with nirtorch) is the independent NIR importer of tests/test_nir_export.py and the BPTT
+# baseline of benchmarks/speed.py; --no-deps keeps them from pulling another torch (what they import
+# besides, torch, numpy, nir and h5py, is installed before them).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) numpy
 	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet --no-deps nirtorch==2.6 snntorch==1.0.0
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,9 +33,7 @@ lint: setup
 test: setup
 	$(BIN)/python -m pytest -q -ra
 
-# snnTorch is the BPTT baseline of benchmarks/speed.py; --no-deps keeps it from pulling another torch
 bench: setup
-	$(BIN)/pip install --quiet --no-deps snntorch==1.0.0
 	$(BIN)/python benchmarks/speed.py
 
 clean:

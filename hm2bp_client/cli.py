@@ -27,6 +27,7 @@ from .errors import HM2BPError
 EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2}
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
+NIR_ARTIFACT = "model.nir"  # a succeeded job's network in NIR (hm2bp_core.nir_export)
 
 UrlOption = Annotated[str | None, typer.Option(
     "--url", help="service URL (default: HM2BP_URL, the config file, http://127.0.0.1:8000)", show_default=False)]
@@ -178,12 +179,14 @@ def cancel(job: JobArgument, url: UrlOption = None, token: TokenOption = None) -
 def download(
     job: JobArgument,
     out: Annotated[Path | None, typer.Option(help="folder to write into (default: ./JOB)")] = None,
+    nir: Annotated[bool, typer.Option(
+        "--nir", help="only the NIR export of the network, model.nir (docs/nir.md)")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download the job's artifacts (model.safetensors, spec.json, metrics.json); prints each path."""
+    """Download the job's artifacts (model.safetensors, spec.json, metrics.json, ...); prints each path."""
     with _session(url, token) as client:
-        for path in client.download(job, out or Path(job)):
+        for path in client.download(job, out or Path(job), names=[NIR_ARTIFACT] if nir else None):
             typer.echo(str(path))
 
 

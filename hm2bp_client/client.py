@@ -145,15 +145,20 @@ class Client:
             if len(page) < LOG_PAGE:
                 return lines
 
-    def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
-        """Write each of the job's artifacts (model.safetensors, spec.json, metrics.json, ...) into
-        ``out_dir`` (created if needed); returns the paths written. A file appears only once whole."""
+    def download(self, job_id: str, out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
+        """Write the job's artifacts (model.safetensors, spec.json, metrics.json, model.nir, ...), or
+        only those in ``names``, into ``out_dir`` (created if needed); returns the paths written. A
+        file appears only once whole. A name in ``names`` that the job does not have is an error."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         job_path = f"/v1/jobs/{quote(job_id, safe='')}"
+        listed = [item["name"] for item in self._request("GET", f"{job_path}/artifacts").json()["items"]]
+        missing = [name for name in names or [] if name not in listed]
+        if missing:
+            raise HM2BPError(f"job {job_id} has no artifact {', '.join(missing)} "
+                             f"(it has: {', '.join(listed) or 'none'})")
+        out.mkdir(parents=True, exist_ok=True)
         written = []
-        for item in self._request("GET", f"{job_path}/artifacts").json()["items"]:
-            name = item["name"]
+        for name in listed if names is None else names:
             if name in ("", ".", "..") or Path(name).name != name:
                 raise HM2BPError(f"the server listed an artifact with an unsafe name: {name!r}")
             target, partial = out / name, out / f"{name}.part"

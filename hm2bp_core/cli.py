@@ -1,4 +1,4 @@
-"""`hm2bp` command line: local training and evaluation.
+"""`hm2bp` command line: local training, evaluation and export.
 
 The service commands (serve, token, worker, submit, ...) are registered on this same ``app`` by
 ``api.cli``, so the core stays free of HTTP, Celery and database imports.
@@ -90,6 +90,41 @@ def kernels_build() -> None:
     except Exception as exc:
         fail(f"the CPU kernels could not be built: {exc}")
     typer.echo(json.dumps({"kernels": "cpu", "module": str(getattr(module, "__file__", ""))}))
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        fail(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 28,28")
+    return shape
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(
+        help="folder written by `hm2bp train` (or a job's downloaded artifacts)")],
+    out: Annotated[Path, typer.Option(help="file to write")] = Path("model.nir"),
+    fmt: Annotated[str, typer.Option("--format", help="export format; 'nir' (docs/nir.md)")] = "nir",
+    dt: Annotated[float, typer.Option(help="seconds per simulation step written into the file")] = 1e-4,
+    input_shape: Annotated[str | None, typer.Option(
+        help="shape of one input sample, e.g. 28,28 (needed when the spec has no network.input_shape "
+             "and the first layer is conv)")] = None,
+) -> None:
+    """Export a trained model to another format; prints the file written."""
+    from .nir_export import NirExportError, export_nir
+
+    if fmt != "nir":
+        fail(f"--format {fmt!r}: the only export format is 'nir'")
+    try:
+        path = export_nir(model_dir, out, dt=dt, input_shape=_shape(input_shape))
+    except NirExportError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"out": str(path), "format": fmt}))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     import torch
 
     from hm2bp_core.data import DatasetError
+    from hm2bp_core.nir_export import NirExportError, export_nir
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
 
@@ -107,6 +108,10 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
         trainer = Trainer(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set)
         metrics = trainer.run(resume=True)
         write_diagnostics(trainer, Path(run_dir), settings.raster_samples)
+        try:  # model.nir: the network for other simulators and hardware (docs/nir.md)
+            export_nir(trainer.net, Path(run_dir) / "model.nir")
+        except NirExportError as exc:  # a network NIR cannot describe: the job has its other files
+            bus.publish(job_id, "log", {"message": f"no model.nir: {exc}"})
     except TrainingCancelled as exc:
         bus.publish(job_id, "log", {"message": str(exc)})
         return {"status": "cancelled"}

@@ -78,7 +78,7 @@ def test_upload_train_stream_download_evaluate(service, digits_npz, tmp_path):
     assert any("epoch 2/2" in line["message"] for line in client.get(f"/v1/jobs/{job['id']}/logs").json()["items"])
 
     names = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]}
-    assert {"model.safetensors", "spec.json", "metrics.json", "confusion.json", "rasters.json"} <= names
+    assert {"model.safetensors", "model.nir", "spec.json", "metrics.json", "confusion.json", "rasters.json"} <= names
     model = client.get(f"/v1/jobs/{job['id']}/artifacts/model.safetensors")
     assert model.status_code == 200
     (tmp_path / "model").mkdir()

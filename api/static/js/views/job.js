@@ -45,6 +45,7 @@ class JobPage {
     this.streamStatus = $("#stream-status");
     $("#job-id").textContent = jobId;
     $("#download-model").href = this.artifactUrl("model.safetensors");
+    $("#download-nir").href = this.artifactUrl("model.nir");
     $("#download-metrics").href = this.artifactUrl("metrics.json");
     $("#cancel").addEventListener("click", () => this.cancel());
   }
@@ -97,7 +98,7 @@ class JobPage {
     $("#job-stats").replaceChildren(...items.map(([name, value]) => el("div", { class: "stat" }, el("b", { text: value }), el("span", { text: name }))));
     $("#job-error").textContent = job.error ? `${job.error.reason}: ${job.error.message}` : "";
     $("#cancel").disabled = TERMINAL.has(job.state) || job.state === "cancelling";
-    for (const id of ["#download-model", "#download-metrics"]) $(id).classList.toggle("disabled", job.state !== "succeeded");
+    for (const id of ["#download-model", "#download-nir", "#download-metrics"]) $(id).classList.toggle("disabled", job.state !== "succeeded");
   }
 
   /** Appends log lines, keeping the last LOG_LINES, and follows the bottom if the reader was there. */
