@@ -86,8 +86,9 @@ def job_logs(job: JobDep, services: ServicesDep, after: Annotated[int, Query(ge=
 
 @router.get("/{job_id}/artifacts", response_model=schemas.ArtifactList, responses=ERRORS)
 def list_artifacts(job: JobDep, services: ServicesDep) -> schemas.ArtifactList:
-    """The job's files: model.safetensors, model.nir (docs/nir.md), spec.json, metrics.json, confusion.json and rasters.json
-    (spike trains of a few test samples) once it succeeded; checkpoint files while it runs."""
+    """The job's files: model.safetensors, model.nir (docs/nir.md), spec.json, metrics.json,
+    confusion.json and rasters.json (spike trains of a few test samples) once it succeeded;
+    checkpoint files while it runs."""
     files = services.artifacts.files(job_key(job.id))
     return schemas.ArtifactList(items=[schemas.Artifact(name=n, size_bytes=s) for n, s in sorted(files.items())])
 
