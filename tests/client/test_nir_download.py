@@ -11,7 +11,6 @@ import nir
 import pytest
 from service.harness import TINY_SPEC
 
-
 from .test_cli import alice, hm2bp, last_json
 
 ON_SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
