@@ -9,6 +9,12 @@ One epoch (spec 4.1, 4.5, 4.6):
    err_c = sum of beta over misclassified samples of c / sum of beta over all samples of c;
 4. evaluate on the test set (and the validation split, if any), write a checkpoint.
 
+Epoch metrics: ``train_accuracy`` is the online accuracy, as the authors log it: each training
+sample's prediction from its own forward pass, before its update, over the epoch's samples;
+``train_accuracy_per_1000`` the same per consecutive block of ONLINE_BLOCK samples (the last block
+may be shorter); ``loss`` the mean dead-zone cost, ``logged_loss`` the authors' logged cost (with
+the dummy label train counted, ``objective.logged_cost``).
+
 Everything random comes from the run's seed: the initial weights, a numpy generator for the
 sample order and split (its state is checkpointed), and per-sample spike trains seeded by
 (seed, split, index). A resumed run therefore ends with exactly the weights of an uninterrupted one.
@@ -37,12 +43,13 @@ from .augment import random_grids, warp
 from .data import Dataset
 from .encoding import rate_encode
 from .network import SpikingNetwork
-from .objective import predict
+from .objective import logged_cost, predict
 from .spec import TrainingSpec
 
 Callback = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
 SHUFFLE_SWAPS = 5000  # the authors' cuMatrixVector::shuffle
+ONLINE_BLOCK = 1000  # samples per entry of an epoch's train_accuracy_per_1000
 
 
 class TrainingCancelled(Exception):
@@ -188,7 +195,8 @@ class Trainer:
         steps = math.ceil(len(self.order) / cfg.batch_size)
         layer_spikes = [0.0] * len(self.net.layers)
         wrong = np.zeros(len(self.dataset.x_train), dtype=bool)
-        seen, cost_sum, correct = 0, 0.0, 0
+        seen, cost_sum, logged_sum, correct = 0, 0.0, 0.0, 0
+        hits_in_order = np.zeros(len(self.order), dtype=bool)
         started = last_emit = time.perf_counter()
         bar = None
         if self.progress_bar:
@@ -214,8 +222,10 @@ class Trainer:
                 )
             hits = (predict(result.counts) == labels).cpu().numpy()
             wrong[chunk[~hits]] = True
+            hits_in_order[seen:seen + len(chunk)] = hits
             correct += int(hits.sum())
             cost_sum += batch_cost
+            logged_sum += float(logged_cost(result.counts, labels, spec.output, spec.encoding.time_steps).sum())
             seen += len(chunk)
             for k, counts in enumerate(result.layer_counts):
                 layer_spikes[k] += float(counts.float().mean(1).sum())
@@ -235,8 +245,10 @@ class Trainer:
         if spec.hm2bp.boosting:
             self._boost(wrong)
         steps_t = spec.encoding.time_steps
+        blocks = [float(hits_in_order[i:i + ONLINE_BLOCK].mean()) for i in range(0, seen, ONLINE_BLOCK)]
         return {"epoch": self.epoch + 1, "lr": lr, "loss": cost_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
+                "logged_loss": logged_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1), "train_accuracy_per_1000": blocks,
                 "firing_rates": [s / max(seen, 1) / steps_t for s in layer_spikes],
                 "seconds": seconds, "samples_per_sec": seen / max(seconds, 1e-9)}
 

@@ -70,6 +70,9 @@ def test_callbacks_cancel_and_divergence(tmp_path):
     assert kinds.index("progress") < kinds.index("epoch") and events[-1]["type"] == "log"
     epoch = next(e for e in events if e["type"] == "epoch")
     assert len(epoch["firing_rates"]) == 2 and all(0 < r < 1 for r in epoch["firing_rates"])
+    # online accuracy per 1,000 samples: 160 samples make one block, equal to the epoch's online accuracy
+    assert epoch["train_accuracy_per_1000"] == [pytest.approx(epoch["train_accuracy"])]
+    assert 0 < epoch["logged_loss"] <= epoch["loss"]  # the dummy label train only lowers a silent label's term
     assert metrics["final"]["test_accuracy"] == epoch["test_accuracy"]
     calls = []
     with pytest.raises(TrainingCancelled):
