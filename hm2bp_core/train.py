@@ -208,7 +208,7 @@ class Trainer:
                 raise TrainingCancelled(f"cancelled in epoch {self.epoch + 1} at batch {step} of {steps}")
             chunk = self.order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = self.dataset.labels("train", chunk).to(self.device)
-            weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
+            weights = torch.as_tensor(self.boost[chunk], dtype=self.net.parameters[0].dtype, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
             for param, grad in zip(self.net.parameters, result.gradients):
                 param.grad = grad
@@ -318,7 +318,8 @@ class Trainer:
         if loaded is None:
             return
         tensors, info = loaded
-        if info["spec"] != self.spec.to_dict():
+        # re-validated, so that a checkpoint written before the spec gained a field (with its default) still fits
+        if TrainingSpec.model_validate(info["spec"]).to_dict() != self.spec.to_dict():
             raise ValueError(f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
         self.net.load_state_dict(tensors)
         restore_optimizer(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, info["optimizer"])
