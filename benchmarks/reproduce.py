@@ -133,7 +133,8 @@ def spread(values: list[float]) -> str:
 
 def show(args) -> None:
     runs = load_results(args.results, args.tag or None)
-    header = f"{'tag':<22} {'epoch':>5} {'online train % mean (min-max)':<32} {'test % mean (min-max)':<32} {'s/epoch':>7}"
+    header = (f"{'tag':<22} {'epoch':>5} {'online train % mean (min-max)':<32} {'test % mean (min-max)':<32} "
+              f"{'logged cost':>11} {'s/epoch':>7}")
     print(header)
     print("-" * len(header))
     for tag, seeds in runs.items():
@@ -141,12 +142,13 @@ def show(args) -> None:
         for e in epochs:
             rows = [s[e] for s in seeds.values() if e in s]
             print(f"{tag:<22} {e:>5} {spread([r['train_accuracy'] for r in rows]):<32} "
-                  f"{spread([r['test_accuracy'] for r in rows]):<32} {np.mean([r['seconds'] for r in rows]):>7.0f}")
+                  f"{spread([r['test_accuracy'] for r in rows]):<32} {np.mean([r['logged_loss'] for r in rows]):>11.1f} "
+                  f"{np.mean([r['seconds'] for r in rows]):>7.0f}")
     for name in REFERENCE_RUNS["mnist-fc"]:
         curve = paper_curve(name)
         for row in curve["epochs"][:args.reference_epochs]:
             print(f"{'authors ' + name:<22} {row['epoch']:>5} {100 * row['train_accuracy']:6.2f}{'':<26} "
-                  f"{100 * row['test_accuracy']:6.2f}{'':<26} {row['seconds']:>7.0f}")
+                  f"{100 * row['test_accuracy']:6.2f}{'':<26} {row['cost']:>11.1f} {row['seconds']:>7.0f}")
 
 
 def report(args) -> None:
@@ -162,25 +164,28 @@ def report(args) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     # 1. accuracy per epoch: ours (mean and min-max band over seeds) over the authors' logged runs
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, key, title in ((axes[0], "train_accuracy", "online train accuracy"), (axes[1], "test_accuracy", "test accuracy")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = ((axes[0], "train_accuracy", "train_accuracy", "online train accuracy, %"),
+              (axes[1], "test_accuracy", "test_accuracy", "test accuracy, %"),
+              (axes[2], "logged_loss", "cost", "logged cost (dummy label train counted)"))  # (ours, their log's)
+    for ax, key, theirs, title in panels:
+        scale = 1 if key == "logged_loss" else 100
         for name, style in zip(REFERENCE_RUNS["mnist-fc"], ("k-", "k:")):
             epochs = paper_curve(name)["epochs"][:args.reference_epochs]
-            ax.plot([r["epoch"] for r in epochs], [100 * r[key] for r in epochs], style, marker="o", ms=3,
-                    label=f"authors: {name}")
+            ax.plot([r["epoch"] for r in epochs], [scale * r[theirs] for r in epochs],
+                    style, marker="o", ms=3, label=f"authors: {name}")
         for color, tag in zip(colors, args.tag or sorted(full)):
             if tag not in full:
                 continue
             seeds = full[tag]
             epochs = sorted({e for s in seeds.values() for e in s})
-            values = [[100 * s[e][key] for s in seeds.values() if e in s] for e in epochs]
+            values = [[scale * s[e][key] for s in seeds.values() if e in s] for e in epochs]
             ax.plot(epochs, [np.mean(v) for v in values], "-", color=color, marker="s", ms=3,
                     label=f"ours: {tag} ({len(seeds)} seeds)")
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2)
-        ax.set_title(f"784-800-10 MNIST, batch 1: {title}")
+        ax.set_title(f"784-800-10 MNIST, batch 1: {title}", fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("%")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(IMAGES / "reproduction_epochs.png", dpi=110)
