@@ -26,7 +26,8 @@ class BatchResult:
 
 
 class SpikingNetwork:
-    """Layers built from ``spec.network``; weights are float32 leaf tensors on ``device``."""
+    """Layers built from ``spec.network``; weights are leaf tensors of ``spec.training.precision`` on ``device``
+    (drawn in float32 whatever the precision, so both precisions start from the same weights)."""
 
     def __init__(self, spec: TrainingSpec, input_shape: int | tuple[int, ...], device: torch.device | str = "cpu",
                  seed: int = 0):
@@ -37,6 +38,7 @@ class SpikingNetwork:
         if len(shape) == 2:
             shape = (1, *shape)  # a gray image is one input channel
         reg = spec.training.regularization
+        dtype = getattr(torch, spec.training.precision)
         self.layers: list[SpikingLayer | PoolLayer] = []
         configs = spec.network.layers
         for k, cfg in enumerate(configs):
@@ -45,19 +47,19 @@ class SpikingNetwork:
             if cfg.type == "pool":
                 if len(shape) != 3:
                     raise ValueError(f"network.layers[{k}]: a pool layer needs C x H x W input, got {shape}")
-                layer = PoolLayer(cfg.threshold, self.neuron, in_shape=shape, size=cfg.size, device=device)
+                layer = PoolLayer(cfg.threshold, self.neuron, in_shape=shape, size=cfg.size, dtype=dtype, device=device)
                 shape = layer.out_shape
             elif cfg.type == "conv":
                 if len(shape) != 3:
                     raise ValueError(f"network.layers[{k}]: a conv layer needs C x H x W input, got {shape}")
                 weight = self._uniform((cfg.channels, shape[0], cfg.kernel, cfg.kernel), cfg.init_range, generator)
-                layer = ConvLayer(torch.nn.Parameter(weight.to(device)), cfg.threshold, self.neuron, reg,
+                layer = ConvLayer(torch.nn.Parameter(weight.to(device, dtype)), cfg.threshold, self.neuron, reg,
                                   in_shape=shape, stride=cfg.stride, padding=cfg.padding)
                 shape = layer.out_shape
             else:
                 fan_in = int(torch.tensor(shape).prod())  # dense layers flatten their input
                 weight = self._uniform((cfg.units, fan_in), cfg.init_range, generator)
-                layer = DenseLayer(torch.nn.Parameter(weight.to(device)), cfg.threshold, self.neuron, reg,
+                layer = DenseLayer(torch.nn.Parameter(weight.to(device, dtype)), cfg.threshold, self.neuron, reg,
                                    lateral=spec.output.lateral_inhibition if is_output else 0.0)
                 shape = (cfg.units,)
             self.layers.append(layer)

@@ -4,7 +4,10 @@ Loss (algorithm section 4.1): y_i = desired (35) for the label neuron, undesired
 counts only outside the dead zone |a_i - y_i| > margin (5)::
 
     delta_i = (a_i - y_i) * [|a_i - y_i| > margin] * beta_n        (beta_n: boosting weight, algorithm section 7.5)
-    cost    = sum_i (a_i - y_i)^2 * [|a_i - y_i| > margin]          (the authors' logged cost, no 1/2)
+    cost    = sum_i (a_i - y_i)^2 * [|a_i - y_i| > margin]          (no 1/2)
+
+The authors log this cost after their g_modifySpikes has put the dummy label train on a silent
+label neuron, i.e. with a_label = the number of dummy spikes (36 for T = 400): ``logged_cost``.
 
 Prediction = argmax of the output counts (ties and all-silent -> the lowest index; algorithm section 4.2).
 """
@@ -28,6 +31,24 @@ def count_error(counts: torch.Tensor, labels: torch.Tensor, out: Output) -> tupl
     return delta, (delta * delta).sum(1)
 
 
+def dummy_spike_times(steps: int, desired: float) -> range:
+    """Steps of the dummy label train: k * floor(T / desired), k = 1, 2, ... while < T (authors' g_modifySpikes)."""
+    spacing = max(1, int(steps // desired)) if desired > 0 else steps
+    return range(spacing, steps, spacing)
+
+
+def logged_cost(counts: torch.Tensor, labels: torch.Tensor, out: Output, steps: int) -> torch.Tensor:
+    """The cost (B,) that the authors' log averages: ``count_error``'s cost with a silent label neuron's
+    count replaced by the length of the dummy label train (their Spiking::calCost runs after
+    g_modifySpikes changed the fire counts)."""
+    rows = torch.arange(counts.shape[0], device=counts.device)
+    label_counts = counts[rows, labels]
+    dummy = torch.full_like(label_counts, float(len(dummy_spike_times(steps, out.desired_count))))
+    filled = counts.clone()
+    filled[rows, labels] = torch.where(label_counts == 0, dummy, label_counts)
+    return count_error(filled, labels, out)[1]
+
+
 def predict(counts: torch.Tensor) -> torch.Tensor:
     """Class with the most output spikes; torch.argmax returns the first maximum (lowest index)."""
     return counts.argmax(dim=1)
@@ -40,13 +61,12 @@ def with_dummy_label_train(spikes: torch.Tensor, labels: torch.Tensor, desired: 
     They only make the label neuron's S-PSP non-zero; the output error is not recomputed.
     """
     steps, batch, _ = spikes.shape
-    spacing = max(1, int(steps // desired)) if desired > 0 else steps
     rows = torch.arange(batch, device=spikes.device)
     silent_label = spikes[:, rows, labels].sum(0) == 0  # B
     if not bool(silent_label.any()):
         return spikes
     train = torch.zeros(steps, dtype=spikes.dtype, device=spikes.device)
-    train[spacing::spacing] = 1.0
+    train[list(dummy_spike_times(steps, desired))] = 1.0
     out = spikes.clone()
     chosen = rows[silent_label]
     out[:, chosen, labels[chosen]] = train.view(-1, 1)

@@ -166,6 +166,9 @@ class Training(_Strict):
         0.0, ge=0.0, lt=1.0, description="fraction of the training set held out for model selection"
     )
     regularization: Regularization = Field(default_factory=Regularization)
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="dtype of the weights, optimizer state and every computation on them "
+        "(the authors: float32)")
 
 
 class Hm2bp(_Strict):

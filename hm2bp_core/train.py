@@ -9,6 +9,12 @@ One epoch (algorithm sections 7.2-7.6):
    err_c = sum of beta over misclassified samples of c / sum of beta over all samples of c;
 4. evaluate on the test set (and the validation split, if any), write a checkpoint.
 
+Epoch metrics: ``train_accuracy`` is the online accuracy, as the authors log it: each training
+sample's prediction from its own forward pass, before its update, over the epoch's samples;
+``train_accuracy_per_1000`` the same per consecutive block of ONLINE_BLOCK samples (the last block
+may be shorter); ``loss`` the mean dead-zone cost, ``logged_loss`` the authors' logged cost (with
+the dummy label train counted, ``objective.logged_cost``).
+
 Everything random comes from the run's seed: the initial weights, a numpy generator for the
 sample order and split (its state is checkpointed), and per-sample spike trains seeded by
 (seed, split, index). A resumed run therefore ends with exactly the weights of an uninterrupted one.
@@ -37,12 +43,13 @@ from .checkpoint import (
 from .data import Dataset, DatasetFacts
 from .encoding import rate_encode
 from .network import SpikingNetwork
-from .objective import predict
+from .objective import logged_cost, predict
 from .spec import TrainingSpec
 
 Callback = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
 SHUFFLE_SWAPS = 5000  # the authors' cuMatrixVector::shuffle
+ONLINE_BLOCK = 1000  # samples per entry of an epoch's train_accuracy_per_1000
 
 
 class TrainingCancelled(Exception):
@@ -189,7 +196,8 @@ class Trainer:
         steps = math.ceil(len(self.order) / cfg.batch_size)
         layer_spikes = [0.0] * len(self.net.layers)
         wrong = np.zeros(len(self.dataset.x_train), dtype=bool)
-        seen, cost_sum, correct = 0, 0.0, 0
+        seen, cost_sum, logged_sum, correct = 0, 0.0, 0.0, 0
+        hits_in_order = np.zeros(len(self.order), dtype=bool)
         started = last_emit = time.perf_counter()
         bar = None
         if self.progress_bar:
@@ -201,7 +209,7 @@ class Trainer:
                 raise TrainingCancelled(f"cancelled in epoch {self.epoch + 1} at batch {step} of {steps}")
             chunk = self.order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = self.dataset.labels("train", chunk).to(self.device)
-            weights = torch.as_tensor(self.boost[chunk], dtype=torch.float32, device=self.device)
+            weights = torch.as_tensor(self.boost[chunk], dtype=self.net.parameters[0].dtype, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
             assert result.gradients is not None  # run() with labels and learn computes them
             for param, grad in zip(self.net.parameters, result.gradients, strict=True):
@@ -216,8 +224,10 @@ class Trainer:
                 )
             hits = (predict(result.counts) == labels).cpu().numpy()
             wrong[chunk[~hits]] = True
+            hits_in_order[seen:seen + len(chunk)] = hits
             correct += int(hits.sum())
             cost_sum += batch_cost
+            logged_sum += float(logged_cost(result.counts, labels, spec.output, spec.encoding.time_steps).sum())
             seen += len(chunk)
             for k, counts in enumerate(result.layer_counts):
                 layer_spikes[k] += float(counts.float().mean(1).sum())
@@ -237,8 +247,10 @@ class Trainer:
         if spec.hm2bp.boosting:
             self._boost(wrong)
         steps_t = spec.encoding.time_steps
+        blocks = [float(hits_in_order[i:i + ONLINE_BLOCK].mean()) for i in range(0, seen, ONLINE_BLOCK)]
         return {"epoch": self.epoch + 1, "lr": lr, "loss": cost_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
+                "logged_loss": logged_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1), "train_accuracy_per_1000": blocks,
                 "firing_rates": [s / max(seen, 1) / steps_t for s in layer_spikes],
                 "seconds": seconds, "samples_per_sec": seen / max(seconds, 1e-9)}
 
@@ -309,7 +321,8 @@ class Trainer:
         if loaded is None:
             return
         tensors, info = loaded
-        if info["spec"] != self.spec.to_dict():
+        # re-validated, so that a checkpoint written before the spec gained a field (with its default) still fits
+        if TrainingSpec.model_validate(info["spec"]).to_dict() != self.spec.to_dict():
             raise ValueError(
                 f"{self.out_dir}: the checkpoint was written by a different spec; resume needs the same one")
         self.net.load_state_dict(tensors)

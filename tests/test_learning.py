@@ -7,7 +7,7 @@ import torch
 
 from hm2bp_core.layers import DenseLayer, LayerTrace, exponential_penalty_grad
 from hm2bp_core.network import SpikingNetwork
-from hm2bp_core.objective import count_error, lateral_factor, with_dummy_label_train
+from hm2bp_core.objective import count_error, lateral_factor, logged_cost, with_dummy_label_train
 from hm2bp_core.spec import Hm2bp, Output, Regularization, TrainingSpec
 from hm2bp_core.spsp import spsp
 
@@ -167,6 +167,23 @@ def test_dummy_label_train():
     assert len(times) == 36 and int(times[0]) == 11 and int(times[-1]) == 396
     assert torch.equal(out[:, 1], spikes[:, 1])  # label neuron fired: untouched
     assert len(with_dummy_label_train(torch.zeros(540, 1, 2), torch.tensor([0]), 35.0)[:, 0, 0].nonzero()) == 35
+
+
+def test_logged_cost_counts_the_dummy_label_train():
+    # the authors' calCost after g_modifySpikes: a silent label neuron counts as its 36 dummy spikes (T = 400)
+    counts = torch.tensor([[0.0, 12.0, 5.0], [30.0, 0.0, 9.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0, 2])
+    expected = []
+    for row, label in zip(counts.tolist(), labels.tolist(), strict=True):
+        total = 0.0
+        for i, a in enumerate(row):
+            if i == label and a == 0:
+                a = 36.0
+            diff = a - (35.0 if i == label else 5.0)
+            total += diff * diff if abs(diff) > 5.0 else 0.0
+        expected.append(total)
+    assert logged_cost(counts, labels, Output(), 400).tolist() == expected == [49.0, 0.0, 0.0]
+    assert count_error(counts, labels, Output())[1].tolist() == [35.0**2 + 49.0, 0.0, 35.0**2]
 
 
 @pytest.mark.usefixtures("core_path")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from hm2bp_core.data import load_dataset
 from hm2bp_core.spec import TrainingSpec, load_spec
-from hm2bp_core.train import TrainingCancelled, TrainingDiverged, check_fit, learning_rate, train
+from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged, check_fit, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 HM2BP = [sys.executable, "-m", "hm2bp_core.cli"]
@@ -71,6 +71,9 @@ def test_callbacks_cancel_and_divergence(tmp_path):
     assert kinds.index("progress") < kinds.index("epoch") and events[-1]["type"] == "log"
     epoch = next(e for e in events if e["type"] == "epoch")
     assert len(epoch["firing_rates"]) == 2 and all(0 < r < 1 for r in epoch["firing_rates"])
+    # online accuracy per 1,000 samples: 160 samples make one block, equal to the epoch's online accuracy
+    assert epoch["train_accuracy_per_1000"] == [pytest.approx(epoch["train_accuracy"])]
+    assert 0 < epoch["logged_loss"] <= epoch["loss"]  # the dummy label train only lowers a silent label's term
     assert metrics["final"]["test_accuracy"] == epoch["test_accuracy"]
     calls = []
     with pytest.raises(TrainingCancelled):
@@ -160,3 +163,39 @@ def test_encoding_is_seeded_per_sample():
     assert 0.9 < rate < 1.1
     c = rate_encode(x, [0, 1, 2, 3], seed=6, split="train", time_steps=100, max_rate=0.2)
     assert not torch.equal(a, c)
+
+
+def test_precision_switch_trains_in_float64_from_the_same_weights(tmp_path):
+    digits = load_dataset("builtin:digits")
+    one = {**TINY, "training": {**TINY["training"], "epochs": 1}}
+    runs = {}
+    for precision in ("float32", "float64"):
+        spec = TrainingSpec.model_validate({**one, "training": {**one["training"], "precision": precision}})
+        trainer = Trainer(spec, digits, tmp_path / precision)
+        start = [p.detach().clone() for p in trainer.net.parameters]
+        trainer.run()
+        runs[precision] = (start, trainer)
+    (start32, t32), (start64, t64) = runs["float32"], runs["float64"]
+    assert [p.dtype for p in t64.net.parameters] == [torch.float64] * 2
+    assert t64.optimizer.state[t64.net.parameters[0]]["exp_avg"].dtype == torch.float64
+    assert all(torch.equal(a.double(), b) for a, b in zip(start32, start64, strict=True))  # both drawn in float32
+    moved = [(a.double() - b).abs().max().item() for a, b in zip(t32.net.parameters, t64.net.parameters, strict=True)]
+    assert 0 < max(moved) < 0.5  # the same training, apart from rounding (and the spikes it flips)
+
+
+def test_resume_accepts_a_checkpoint_written_before_the_spec_gained_a_field(tmp_path):
+    digits = load_dataset("builtin:digits")
+    spec = TrainingSpec.model_validate({**TINY, "training": {**TINY["training"], "epochs": 2}})
+    first = Trainer(spec, digits, tmp_path)
+    first._train_epoch()
+    first.epoch = 1
+    first._checkpoint()
+    state = tmp_path / "checkpoint" / "state.json"
+    info = json.loads(state.read_text())
+    del info["spec"]["training"]["precision"]  # as written by a version without the field
+    state.write_text(json.dumps(info))
+    assert Trainer(spec, digits, tmp_path).run(resume=True)["final"]["epochs"] == 2
+    info["spec"]["training"]["lr"] = 0.5
+    state.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="different spec"):
+        Trainer(spec, digits, tmp_path).run(resume=True)

@@ -1,0 +1,121 @@
+"""Checks of the MNIST gap that need no long training run; prints one row per hypothesis.
+
+    python benchmarks/gap_checks.py [--updates 300]
+
+1. trainer path: the gradients the trainer applies (compiled kernel, batch path, penalty added)
+   against the per-sample path plus the penalty and against the tensor code, at every 100th of
+   ``--updates`` consecutive Adam updates on real MNIST samples (seed 3): an update path that
+   differed from the per-sample gradients the issue compared would show here;
+2. Adam: torch's fused Adam against the authors' g_adam_vecAdd (common/cuBase.cu) written out in
+   float32 numpy (b1_t, b2_t kept as running float products, as their Spiking::updateWeight does),
+   3,000 steps of sparse gradients plus a weight-proportional term like the penalty;
+3. data: the training and test labels in the order the authors' reader sees the IDX files
+   (first training labels 5 0 4 1 9 ..., the last test label 6 that their log prints);
+4. dummy label train: its length for T = 400 against the authors' g_modifySpikes loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import hm2bp_core.layers as layers
+from hm2bp_core.data import load_dataset
+from hm2bp_core.encoding import rate_encode
+from hm2bp_core.layers import exponential_penalty_grad
+from hm2bp_core.network import SpikingNetwork
+from hm2bp_core.objective import dummy_spike_times
+from hm2bp_core.spec import TrainingSpec
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+
+
+def trainer_path(dataset, updates: int) -> str:
+    spec = TrainingSpec()
+    net = SpikingNetwork(spec, dataset.input_shape, "cpu", seed=3)
+    optimizer = torch.optim.Adam(net.parameters, lr=1e-3, fused=True)
+    penalty = spec.training.regularization
+
+    def gradients(index: int, mode: str) -> list[torch.Tensor]:
+        x = rate_encode(dataset.inputs("train", np.array([index])), [index], seed=3, split="train", time_steps=400,
+                        max_rate=spec.encoding.max_rate)
+        y = dataset.labels("train", np.array([index]))
+        kernel = layers.for_tensor
+        if mode == "tensor":
+            layers.for_tensor = lambda tensor: None
+        try:
+            result = net.run(x, y, torch.ones(1), per_sample=mode == "per_sample")
+        finally:
+            layers.for_tensor = kernel
+        if mode == "per_sample":
+            return [g[0] + exponential_penalty_grad(layer.weight, penalty)
+                    for g, (_, layer) in zip(result.gradients, net.learnable)]
+        return result.gradients
+
+    worst = {"per_sample": 0.0, "tensor": 0.0}
+    for step in range(updates + 1):
+        applied = gradients(step, "trainer")
+        if step % 100 == 0:
+            for mode in worst:
+                other = gradients(step, mode)
+                worst[mode] = max(worst[mode], *[float((a - b).abs().max() / b.abs().max()) for a, b in zip(applied, other)])
+        for param, grad in zip(net.parameters, applied):
+            param.grad = grad
+        optimizer.step()
+    return (f"max relative difference over {updates} updates: vs per-sample + penalty {worst['per_sample']:.1e}, "
+            f"vs tensor code {worst['tensor']:.1e}")
+
+
+def adam() -> str:
+    rng = np.random.default_rng(0)
+    w = rng.uniform(-1, 1, 5000).astype(np.float32)
+    param = torch.nn.Parameter(torch.from_numpy(w.copy()))
+    optimizer = torch.optim.Adam([param], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    g1, g2 = np.zeros_like(w), np.zeros_like(w)
+    b1t, b2t = np.float32(0.9), np.float32(0.999)
+    f = np.float32
+    for step in range(3000):
+        sparse = (rng.standard_normal(5000) * (0.01 if step % 7 else 3.0) * (rng.random(5000) < 0.3)).astype(np.float32)
+        param.grad = torch.from_numpy(sparse + f(0.05) * param.detach().numpy())
+        optimizer.step()
+        grad = sparse + f(0.05) * w
+        g1 = f(0.9) * g1 + f(1 - 0.9) * grad
+        g2 = f(0.999) * g2 + f(1 - 0.999) * grad * grad
+        w = (w - f(1e-3) * (g1 / (f(1) - b1t)) / (np.sqrt(g2 / (1.0 - float(b2t))).astype(np.float32) + f(1e-8)))
+        w = w.astype(np.float32)
+        b1t, b2t = f(b1t * f(0.9)), f(b2t * f(0.999))
+    return f"max |w_torch - w_authors| after 3,000 steps: {np.abs(param.detach().numpy() - w).max():.1e} (|w| <= 1)"
+
+
+def data(dataset) -> str:
+    train = dataset.labels("train", np.arange(10)).tolist()
+    last_test = int(dataset.labels("test", np.array([len(dataset.x_test) - 1]))[0])
+    official = train == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4] and last_test == 6
+    return f"first training labels {train}, last test label {last_test}: {'the IDX order' if official else 'NOT the IDX order'}"
+
+
+def dummy() -> str:
+    steps, desired = 400, 35
+    interval = steps // desired  # int interval = endTime / mCnt; for(t = interval; t < endTime; t += interval)
+    theirs = list(range(interval, steps, interval))
+    ours = list(dummy_spike_times(steps, desired))
+    return f"ours {len(ours)} spikes at {ours[0]}..{ours[-1]}, theirs {len(theirs)}: {'equal' if ours == theirs else 'DIFFERENT'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(SHARED_MNIST) if SHARED_MNIST.exists() else "builtin:mnist")
+    parser.add_argument("--updates", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = load_dataset(args.data)
+    checks = [("data order", lambda: data(dataset)), ("dummy label train", dummy), ("Adam", adam),
+              ("trainer update path", lambda: trainer_path(dataset, args.updates))]
+    for name, check in checks:  # cheapest first, each printed as soon as it is known
+        print(f"{name:<19}  {check()}", flush=True)
+
+if __name__ == "__main__":
+    main()
