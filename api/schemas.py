@@ -110,9 +110,16 @@ class Transition(BaseModel):
 
 
 class Metrics(BaseModel):
-    epochs: list[dict[str, Any]] = Field(description="one row per finished epoch, as in metrics.json")
+    epochs: list[dict[str, Any]] = Field(description="one row per finished epoch, as in metrics.json: "
+                                         "train_accuracy is the online accuracy over the epoch (each sample's vote "
+                                         "before its update, as the authors log it), train_accuracy_per_1000 the "
+                                         "same per 1,000 samples, test_accuracy after the epoch")
     final: dict[str, Any] | None
     transitions: list[Transition]
+    reference: dict[str, Any] | None = Field(
+        None, description="when the job trains a model of the paper's (same network, neuron, encoding, output and "
+        "augmentation as one of its rows): {row, runs: {name: the authors' logged run, per epoch with the log "
+        "line each number was read from}}; else null")
 
 
 class LogLine(BaseModel):

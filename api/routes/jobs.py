@@ -8,7 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import ValidationError
 
+from hm2bp_core.reference import reference_for
+from hm2bp_core.spec import TrainingSpec
 from hm2bp_service import lifecycle
 from hm2bp_service.artifacts import UnsafePath, safe_relative_path
 from hm2bp_service.services import Services, job_key
@@ -71,9 +74,20 @@ async def cancel_job(job: JobDep, user: UserDep, services: ServicesDep, request:
 
 @router.get("/{job_id}/metrics", response_model=schemas.Metrics, responses=ERRORS)
 def job_metrics(job: JobDep, services: ServicesDep) -> schemas.Metrics:
-    """Per-epoch metrics (train/test accuracy, loss, firing rates, seconds) and the state history."""
+    """Per-epoch metrics (online train accuracy, test accuracy, loss, firing rates, seconds), the
+    state history, and the authors' logged curves when the job trains one of the paper's models."""
     transitions = [schemas.Transition.model_validate(t) for t in services.store.jobs.transitions(job.id)]
-    return schemas.Metrics(epochs=services.store.jobs.epochs(job.id), final=job.metrics, transitions=transitions)
+    return schemas.Metrics(epochs=services.store.jobs.epochs(job.id), final=job.metrics, transitions=transitions,
+                           reference=paper_reference(job.spec))
+
+
+def paper_reference(spec: dict) -> dict | None:
+    """The authors' curves of the paper row of a stored spec (None when it is none, or when a spec
+    stored by an older version no longer validates)."""
+    try:
+        return reference_for(TrainingSpec.model_validate(spec))
+    except ValidationError:
+        return None
 
 
 @router.get("/{job_id}/logs", response_model=schemas.Logs, responses=ERRORS)

@@ -182,3 +182,43 @@ def test_the_api_refuses_pages_of_other_origins(page, dashboard):
               return 'read ' + r.status; }
         catch (error) { return 'blocked: ' + error.name; } }""", [dashboard.url, dashboard.token])
     assert outcome == "blocked: TypeError"
+
+
+def test_a_paper_model_is_drawn_beside_the_authors_curves(page, dashboard):
+    """A job training the paper's 784-800-10 (every model default; a short run of it) on 28 x 28
+    images: GET .../metrics names the paper row and carries the authors' logged runs, and the job
+    page draws them dashed on the accuracy chart beside the job's own online and test accuracy."""
+    import io
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.pad(np.repeat(np.repeat(bunch.images, 3, axis=1), 3, axis=2), ((0, 0), (2, 2), (2, 2))) / 16  # 28 x 28
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x[:200].astype(np.float32), y_train=bunch.target[:200],
+             x_test=x[200:240].astype(np.float32), y_test=bunch.target[200:240])
+    spec = {"training": {"epochs": 2, "max_train_samples": 30, "max_test_samples": 20, "device": "cpu"}}
+    with dashboard.client() as client:
+        dataset = client.post("/v1/datasets", files={"file": ("digits28.npz", buffer.getvalue())}).json()
+        job = client.post("/v1/jobs", json={"dataset": dataset["id"], "spec": spec, "name": "paper model"}).json()
+        tiny = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": TINY_SPEC}).json()
+        client.post(f"/v1/jobs/{tiny['id']}/cancel")
+        assert client.get(f"/v1/jobs/{tiny['id']}/metrics").json()["reference"] is None  # not a paper model
+        reference = client.get(f"/v1/jobs/{job['id']}/metrics").json()["reference"]
+    assert reference["row"] == "mnist-fc" and {"mnist-fc", "mnist-fc-ovth5"} <= set(reference["runs"])
+    logged = reference["runs"]["mnist-fc"]["epochs"][0]
+    assert (logged["train_accuracy"], logged["test_accuracy"]) == (0.9524, 0.9732)  # the authors' log, epoch 1
+    dashboard.wait_for(job["id"], {"succeeded"}, seconds=300)
+
+    sign_in(page, dashboard)
+    page.goto(f"{dashboard.url}/#/jobs/{job['id']}")
+    page.wait_for_selector("#accuracy-reference:not([hidden])")
+    assert "paper row mnist-fc" in page.text_content("#accuracy-reference")
+    page.wait_for_function("() => document.getElementById('chart-accuracy').data[1].x.length === 2")
+    names = page.evaluate("() => document.getElementById('chart-accuracy').data.map((t) => t.name)")
+    assert names[:2] == ["train", "test"] and "authors mnist-fc: test" in names and "authors mnist-fc: train" in names
+    dashes = page.evaluate("() => document.getElementById('chart-accuracy').data.slice(2).map((t) => t.line.dash)")
+    assert set(dashes) <= {"dash", "dot"} and dashes
+    time.sleep(0.5)  # let the chart transitions settle for the screenshot
+    screenshot(page, "dashboard-job-paper-reference.png")

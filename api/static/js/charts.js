@@ -71,6 +71,24 @@ export class JobCharts {
     extend("chart-firing", this.pending.firing);
   }
 
+  /**
+   * The authors' logged runs (hm2bp_core.reference: {name: {epochs: [{epoch, train_accuracy,
+   * test_accuracy}]}}) as dashed traces on the accuracy chart, after the job's own two.
+   */
+  reference(runs) {
+    const traces = [];
+    Object.entries(runs).forEach(([name, run], k) => {
+      const dash = k ? "dot" : "dash";
+      for (const [key, color] of [["train_accuracy", COLORS[0]], ["test_accuracy", COLORS[1]]]) {
+        traces.push({
+          x: run.epochs.map((row) => row.epoch), y: run.epochs.map((row) => row[key]), type: "scatter", mode: "lines",
+          name: `authors ${name}: ${key === "train_accuracy" ? "train" : "test"}`, line: { color, width: 1.5, dash },
+        });
+      }
+    });
+    Plotly.addTraces("chart-accuracy", traces);
+  }
+
   stop() { clearInterval(this.timer); this.flush(); }
 }
 

@@ -64,6 +64,7 @@ class JobPage {
     $("#job-spec").textContent = JSON.stringify(this.job.spec, null, 2);
     this.render();
     this.charts = new JobCharts(layerNames(this.job.spec));
+    this.showReference();
     this.stream = new JobStream(this.jobId, (event) => this.onEvent(event), (state) => this.showStreamStatus(state));
     window.hm2bpStream = this.stream;
   }
@@ -135,6 +136,24 @@ class JobPage {
       }
     }
     this.render();
+  }
+
+  /**
+   * When the job trains a model of the paper's (GET .../metrics names its row), the authors' logged
+   * curves go on the accuracy chart beside the job's own, and the card says which run they are.
+   */
+  async showReference() {
+    let metrics;
+    try {
+      metrics = await api(`${this.url}/metrics`);
+    } catch (error) { return; }  // the chart works without it
+    if (!this.alive || !metrics.reference) return;
+    this.charts.reference(metrics.reference.runs);
+    const runs = Object.values(metrics.reference.runs);
+    const note = $("#accuracy-reference");
+    note.textContent = `Dashed: the authors' logged ${runs.length === 1 ? "run" : "runs"} of this model `
+      + `(paper row ${metrics.reference.row}; ${runs.map((run) => run.file.split("/").pop()).join(", ")}).`;
+    note.hidden = false;
   }
 
   /** A succeeded job's confusion matrix and spike rasters, where it has them. */
