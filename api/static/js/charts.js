@@ -73,15 +73,17 @@ export class JobCharts {
 
   /**
    * The authors' logged runs (hm2bp_core.reference: {name: {epochs: [{epoch, train_accuracy,
-   * test_accuracy}]}}) as dashed traces on the accuracy chart, after the job's own two.
+   * test_accuracy}]}}), their first `epochs` epochs, as dashed traces on the accuracy chart after
+   * the job's own two.
    */
-  reference(runs) {
+  reference(runs, epochs) {
     const traces = [];
     Object.entries(runs).forEach(([name, run], k) => {
       const dash = k ? "dot" : "dash";
+      const rows = run.epochs.filter((row) => row.epoch <= epochs);
       for (const [key, color] of [["train_accuracy", COLORS[0]], ["test_accuracy", COLORS[1]]]) {
         traces.push({
-          x: run.epochs.map((row) => row.epoch), y: run.epochs.map((row) => row[key]), type: "scatter", mode: "lines",
+          x: rows.map((row) => row.epoch), y: rows.map((row) => row[key]), type: "scatter", mode: "lines",
           name: `authors ${name}: ${key === "train_accuracy" ? "train" : "test"}`, line: { color, width: 1.5, dash },
         });
       }

@@ -148,11 +148,13 @@ class JobPage {
       metrics = await api(`${this.url}/metrics`);
     } catch (error) { return; }  // the chart works without it
     if (!this.alive || !metrics.reference) return;
-    this.charts.reference(metrics.reference.runs);
-    const runs = Object.values(metrics.reference.runs);
+    const epochs = Math.max((this.job.spec.training || {}).epochs || 0, 5);  // the job's span, or a trend
+    this.charts.reference(metrics.reference.runs, epochs);
+    const runs = metrics.reference.runs;
+    const files = [...new Set(Object.values(runs).map((run) => run.file.split("/").pop()))];
     const note = $("#accuracy-reference");
-    note.textContent = `Dashed: the authors' logged ${runs.length === 1 ? "run" : "runs"} of this model `
-      + `(paper row ${metrics.reference.row}; ${runs.map((run) => run.file.split("/").pop()).join(", ")}).`;
+    note.textContent = `Dashed: the authors' logged runs of this model (paper row ${metrics.reference.row}: `
+      + `${Object.keys(runs).join(", ")}; ${files.join(", ")} in their repository), first ${epochs} epochs.`;
     note.hidden = false;
   }
 
