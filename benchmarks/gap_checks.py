@@ -45,14 +45,14 @@ def trainer_path(dataset, updates: int) -> str:
         y = dataset.labels("train", np.array([index]))
         kernel = layers.for_tensor
         if mode == "tensor":
-            layers.for_tensor = lambda tensor: None
+            layers.for_tensor = lambda _tensor: None
         try:
             result = net.run(x, y, torch.ones(1), per_sample=mode == "per_sample")
         finally:
             layers.for_tensor = kernel
         if mode == "per_sample":
             return [g[0] + exponential_penalty_grad(layer.weight, penalty)
-                    for g, (_, layer) in zip(result.gradients, net.learnable)]
+                    for g, (_, layer) in zip(result.gradients, net.learnable, strict=True)]
         return result.gradients
 
     worst = {"per_sample": 0.0, "tensor": 0.0}
@@ -61,8 +61,9 @@ def trainer_path(dataset, updates: int) -> str:
         if step % 100 == 0:
             for mode in worst:
                 other = gradients(step, mode)
-                worst[mode] = max(worst[mode], *[float((a - b).abs().max() / b.abs().max()) for a, b in zip(applied, other)])
-        for param, grad in zip(net.parameters, applied):
+                worst[mode] = max(worst[mode], *[float((a - b).abs().max() / b.abs().max())
+                                                 for a, b in zip(applied, other, strict=True)])
+        for param, grad in zip(net.parameters, applied, strict=True):
             param.grad = grad
         optimizer.step()
     return (f"max relative difference over {updates} updates: vs per-sample + penalty {worst['per_sample']:.1e}, "
@@ -94,7 +95,8 @@ def data(dataset) -> str:
     train = dataset.labels("train", np.arange(10)).tolist()
     last_test = int(dataset.labels("test", np.array([len(dataset.x_test) - 1]))[0])
     official = train == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4] and last_test == 6
-    return f"first training labels {train}, last test label {last_test}: {'the IDX order' if official else 'NOT the IDX order'}"
+    order = "the IDX order" if official else "NOT the IDX order"
+    return f"first training labels {train}, last test label {last_test}: {order}"
 
 
 def dummy() -> str:
@@ -102,7 +104,8 @@ def dummy() -> str:
     interval = steps // desired  # int interval = endTime / mCnt; for(t = interval; t < endTime; t += interval)
     theirs = list(range(interval, steps, interval))
     ours = list(dummy_spike_times(steps, desired))
-    return f"ours {len(ours)} spikes at {ours[0]}..{ours[-1]}, theirs {len(theirs)}: {'equal' if ours == theirs else 'DIFFERENT'}"
+    same = "equal" if ours == theirs else "DIFFERENT"
+    return f"ours {len(ours)} spikes at {ours[0]}..{ours[-1]}, theirs {len(theirs)}: {same}"
 
 
 def main() -> None:

@@ -94,7 +94,7 @@ def run(args) -> None:
                   "test_samples": min(len(dataset.x_test), args.test_samples or 10**9)}
         last_print = [0.0]
 
-        def on_event(event: dict, header=header) -> None:
+        def on_event(event: dict, header=header, last_print=last_print) -> None:
             if event["type"] == "epoch":
                 keep = ("epoch", "lr", "test_accuracy", "train_accuracy", "train_accuracy_per_1000", "loss",
                         "logged_loss", "firing_rates", "seconds")
@@ -142,7 +142,8 @@ def show(args) -> None:
         for e in epochs:
             rows = [s[e] for s in seeds.values() if e in s]
             print(f"{tag:<22} {e:>5} {spread([r['train_accuracy'] for r in rows]):<32} "
-                  f"{spread([r['test_accuracy'] for r in rows]):<32} {np.mean([r['logged_loss'] for r in rows]):>11.1f} "
+                  f"{spread([r['test_accuracy'] for r in rows]):<32} "
+                  f"{np.mean([r['logged_loss'] for r in rows]):>11.1f} "
                   f"{np.mean([r['seconds'] for r in rows]):>7.0f}")
     for name in REFERENCE_RUNS["mnist-fc"]:
         curve = paper_curve(name)
@@ -160,7 +161,8 @@ def report(args) -> None:
     runs = load_results(args.results)
     IMAGES.mkdir(parents=True, exist_ok=True)
     full = {tag: seeds for tag, seeds in runs.items()
-            if all(r["train_samples"] == 60000 and r["test_samples"] == 10000 for s in seeds.values() for r in s.values())}
+            if all(r["train_samples"] == 60000 and r["test_samples"] == 10000
+                   for s in seeds.values() for r in s.values())}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     # 1. accuracy per epoch: ours (mean and min-max band over seeds) over the authors' logged runs
@@ -170,11 +172,11 @@ def report(args) -> None:
               (axes[2], "logged_loss", "cost", "logged cost (dummy label train counted)"))  # (ours, their log's)
     for ax, key, theirs, title in panels:
         scale = 1 if key == "logged_loss" else 100
-        for name, style in zip(REFERENCE_RUNS["mnist-fc"], ("k-", "k:")):
+        for name, style in zip(REFERENCE_RUNS["mnist-fc"], ("k-", "k:"), strict=False):
             epochs = paper_curve(name)["epochs"][:args.reference_epochs]
             ax.plot([r["epoch"] for r in epochs], [scale * r[theirs] for r in epochs],
                     style, marker="o", ms=3, label=f"authors: {name}")
-        for color, tag in zip(colors, args.tag or sorted(full)):
+        for color, tag in zip(colors, args.tag or sorted(full), strict=False):
             if tag not in full:
                 continue
             seeds = full[tag]
@@ -193,7 +195,7 @@ def report(args) -> None:
 
     # 2. online accuracy per 1,000 samples over the first epoch, every tag with a first epoch of >= 10,000
     fig, ax = plt.subplots(figsize=(8, 4))
-    for color, (tag, seeds) in zip(colors * 3, sorted(runs.items())):
+    for color, (tag, seeds) in zip(colors * 3, sorted(runs.items()), strict=False):
         firsts = [s[1]["train_accuracy_per_1000"] for s in seeds.values() if 1 in s]
         if not firsts or len(firsts[0]) < 10 or (args.tag and tag not in args.tag):
             continue

@@ -113,7 +113,10 @@ def _graph_metadata(net: SpikingNetwork, dt: float) -> dict[str, Any]:
 def input_shape_of(net: SpikingNetwork) -> tuple[int, ...]:
     """The shape of one input sample of ``net``: (D,) for a dense first layer, (C, H, W) otherwise."""
     first = net.layers[0]
-    return (int(first.weight.shape[1]),) if isinstance(first, DenseLayer) else tuple(first.in_shape)
+    if isinstance(first, DenseLayer):
+        return (int(first.weight.shape[1]),)
+    assert isinstance(first, (ConvLayer, PoolLayer))  # the only other layer kinds
+    return tuple(first.in_shape)
 
 
 def network_to_nir(net: SpikingNetwork, *, dt: float = DEFAULT_DT) -> nir.NIRGraph:
@@ -134,8 +137,8 @@ def network_to_nir(net: SpikingNetwork, *, dt: float = DEFAULT_DT) -> nir.NIRGra
 
     for k, layer in enumerate(net.layers):
         prefix = f"layer{k:02d}"
-        weight = None if layer.weight is None else layer.weight.detach().cpu().numpy().astype(np.float32)
         if isinstance(layer, ConvLayer):
+            weight = layer.weight.detach().cpu().numpy().astype(np.float32)
             add(f"{prefix}.1_conv", nir.Conv2d(
                 input_shape=np.array(shape[1:]), weight=weight, stride=np.array([layer.stride] * 2),
                 padding=np.array([layer.padding] * 2), dilation=np.array([1, 1]), groups=1,
@@ -148,13 +151,14 @@ def network_to_nir(net: SpikingNetwork, *, dt: float = DEFAULT_DT) -> nir.NIRGra
         elif isinstance(layer, DenseLayer):
             if len(shape) > 1:
                 add(f"{prefix}.0_flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
+            weight = layer.weight.detach().cpu().numpy().astype(np.float32)
             add(f"{prefix}.1_linear", nir.Linear(weight=weight))
             shape = (layer.units,)
         else:
             raise NirExportError(f"network.layers[{k}]: a {type(layer).__name__} has no NIR form")
         lif = _lif(layer, shape, dt)
         if layer.lateral:
-            # each neuron inhibits every other one by w0 (spec 4.6): the recurrent edges lif -> w_rec -> lif
+            # each neuron inhibits every other one by w0 (algorithm section 2.4): recurrent edges lif -> w_rec -> lif
             w_rec = -layer.lateral * (1.0 - np.eye(shape[0], dtype=np.float32))
             sub = {"input": nir.Input(input_type=np.array(shape)), "lif": lif,
                    "w_rec": nir.Linear(weight=w_rec.astype(np.float32)),

@@ -93,6 +93,8 @@ class Agreement:
     def __add__(self, other: Agreement) -> Agreement:
         if self.either is None:
             return other
+        assert self.both is not None and self.identical is not None and other.either is not None
+        assert other.both is not None and other.identical is not None
         return Agreement(self.pairs + other.pairs, self.counts_equal + other.counts_equal,
                          self.samples + other.samples, self.predictions_equal + other.predictions_equal,
                          self.either + other.either, self.both + other.both, self.identical & other.identical)
@@ -100,12 +102,14 @@ class Agreement:
     @property
     def spike_agreement(self) -> float:
         """Coincident spikes / spikes in either raster, over all neurons (1: the same spike times)."""
+        assert self.either is not None and self.both is not None, "an empty Agreement has no spikes to compare"
         either = int(self.either.sum())
         return int(self.both.sum()) / either if either else 1.0
 
     @property
     def per_neuron(self) -> torch.Tensor:
         """The spike agreement of each neuron (1 for a neuron silent in both)."""
+        assert self.either is not None and self.both is not None, "an empty Agreement has no neurons"
         return torch.where(self.either > 0, self.both / self.either.clamp(min=1),
                            torch.ones_like(self.both, dtype=torch.float64))
 

@@ -88,7 +88,8 @@ def main() -> None:
         curves[name] = parse(text, run, {"row": row, "about": about, "repository": REPOSITORY, "commit": full,
                                     "file": path})
         last = curves[name]["epochs"][-1]
-        print(f"{name:<15} {len(curves[name]['epochs']):>4} epochs, last test {last['test_accuracy']:.4f} ({path} @ {commit})")
+        print(f"{name:<15} {len(curves[name]['epochs']):>4} epochs, last test {last['test_accuracy']:.4f} "
+              f"({path} @ {commit})")
     args.out.write_text(json.dumps(curves, indent=1) + "\n")
     print(f"wrote {args.out}")
 
