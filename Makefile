@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH) numpy
 	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/pip install --quiet --no-deps nirtorch==2.6 snntorch==1.0.0
+	@# the C++ CPU kernels, built now (once per environment) so that no training job waits for the compiler
+	$(BIN)/hm2bp kernels build || echo "hm2bp: no CPU kernels (no C++ compiler?); training uses the tensor code"
 	touch $@
 
 setup: $(VENV)/.installed
