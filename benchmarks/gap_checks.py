@@ -1,6 +1,7 @@
 """Checks of the MNIST gap that need no long training run; prints one row per hypothesis.
 
     python benchmarks/gap_checks.py [--updates 300]
+    python benchmarks/gap_checks.py --checkpoint runs/reproduce/faithful/seed0   # a trained state
 
 1. trainer path: the gradients the trainer applies (compiled kernel, batch path, penalty added)
    against the per-sample path plus the penalty and against the tensor code, at every 100th of
@@ -12,6 +13,15 @@
 3. data: the training and test labels in the order the authors' reader sees the IDX files
    (first training labels 5 0 4 1 9 ..., the last test label 6 that their log prints);
 4. dummy label train: its length for T = 400 against the authors' g_modifySpikes loop.
+
+With ``--checkpoint`` (a run folder of benchmarks/reproduce.py), on that trained state instead:
+
+5. hidden die-off: hidden neurons that never fire on the first 1,000 test images, those whose 10
+   outgoing weights are all below 1e-6 (no error can reach them any more: dE/da_j = sum_i d_i w_ij),
+   and their largest incoming weight. The authors' log prints the output weights from hidden
+   neurons 0-2 after every epoch (``output: weight:``); none is below 1e-6 in any of their 200 epochs;
+6. late-state update path: compiled kernel against the tensor code on training samples 0-3 of
+   that state (most hidden neurons silent: the fallback rules carry the gradient).
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from hm2bp_core.encoding import rate_encode
 from hm2bp_core.layers import exponential_penalty_grad
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.objective import dummy_spike_times
+from hm2bp_core.checkpoint import load_checkpoint
 from hm2bp_core.spec import TrainingSpec
+from hm2bp_core.train import Trainer
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 
@@ -108,13 +120,58 @@ def dummy() -> str:
     return f"ours {len(ours)} spikes at {ours[0]}..{ours[-1]}, theirs {len(theirs)}: {same}"
 
 
+def trained(folder: Path, dataset) -> Trainer:
+    loaded = load_checkpoint(folder)
+    if loaded is None:
+        raise SystemExit(f"{folder}: no checkpoint/ there (a run folder of benchmarks/reproduce.py)")
+    tensors, info = loaded
+    trainer = Trainer(TrainingSpec.model_validate(info["spec"]), dataset, folder)
+    trainer.net.load_state_dict(tensors)
+    trainer.epoch = info["epoch"]
+    return trainer
+
+
+def die_off(trainer: Trainer) -> str:
+    hidden = trainer.net.forward(trainer.encode("test", np.arange(1000)))[0].spikes.sum(0)
+    w_in, w_out = (p.detach() for p in trainer.net.parameters)
+    silent = hidden.sum(0) == 0
+    cut = w_out.abs().max(0).values < 1e-6
+    incoming = float(w_in[cut].abs().max()) if bool(cut.any()) else 0.0
+    return (f"after epoch {trainer.epoch}: {int(silent.sum())} of {len(silent)} hidden neurons silent on 1,000 test images, "
+            f"{int(cut.sum())} cut off (all outgoing |w| < 1e-6; {int((cut & silent).sum())} of them silent), their "
+            f"largest incoming |w| {incoming:.1e}; hidden 0-2 cut off: {cut[:3].int().tolist()}")
+
+
+def late_paths(trainer: Trainer, dataset) -> str:
+    worst, silent = 0.0, []
+    for index in range(4):
+        x = trainer.encode("train", np.array([index]))
+        y = dataset.labels("train", np.array([index]))
+        applied = trainer.net.run(x, y, torch.ones(1))
+        kernel = layers.for_tensor
+        layers.for_tensor = lambda tensor: None
+        try:
+            tensor = trainer.net.run(x, y, torch.ones(1))
+        finally:
+            layers.for_tensor = kernel
+        silent.append(int((applied.layer_counts[0][0] == 0).sum()))
+        worst = max(worst, *[float((a - b).abs().max() / b.abs().max()) for a, b in zip(applied.gradients, tensor.gradients)])
+    return f"kernel vs tensor code on 4 samples ({silent} of 800 hidden silent): max relative difference {worst:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_MNIST) if SHARED_MNIST.exists() else "builtin:mnist")
     parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--checkpoint", type=Path, help="check this trained state instead (rows 5 and 6)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
+    if args.checkpoint:
+        trainer = trained(args.checkpoint, dataset)
+        for name, check in (("hidden die-off", lambda: die_off(trainer)), ("late update path", lambda: late_paths(trainer, dataset))):
+            print(f"{name:<19}  {check()}", flush=True)
+        return
     checks = [("data order", lambda: data(dataset)), ("dummy label train", dummy), ("Adam", adam),
               ("trainer update path", lambda: trainer_path(dataset, args.updates))]
     for name, check in checks:  # cheapest first, each printed as soon as it is known
