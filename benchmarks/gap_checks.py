@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 import hm2bp_core.layers as layers
+from hm2bp_core.checkpoint import load_checkpoint
 from hm2bp_core.data import load_dataset
 from hm2bp_core.encoding import rate_encode
 from hm2bp_core.layers import exponential_penalty_grad
 from hm2bp_core.network import SpikingNetwork
 from hm2bp_core.objective import dummy_spike_times
-from hm2bp_core.checkpoint import load_checkpoint
 from hm2bp_core.spec import TrainingSpec
 from hm2bp_core.train import Trainer
 
@@ -137,7 +137,8 @@ def die_off(trainer: Trainer) -> str:
     silent = hidden.sum(0) == 0
     cut = w_out.abs().max(0).values < 1e-6
     incoming = float(w_in[cut].abs().max()) if bool(cut.any()) else 0.0
-    return (f"after epoch {trainer.epoch}: {int(silent.sum())} of {len(silent)} hidden neurons silent on 1,000 test images, "
+    return (f"after epoch {trainer.epoch}: {int(silent.sum())} of {len(silent)} hidden neurons silent on 1,000 test "
+            "images, "
             f"{int(cut.sum())} cut off (all outgoing |w| < 1e-6; {int((cut & silent).sum())} of them silent), their "
             f"largest incoming |w| {incoming:.1e}; hidden 0-2 cut off: {cut[:3].int().tolist()}")
 
@@ -149,13 +150,14 @@ def late_paths(trainer: Trainer, dataset) -> str:
         y = dataset.labels("train", np.array([index]))
         applied = trainer.net.run(x, y, torch.ones(1))
         kernel = layers.for_tensor
-        layers.for_tensor = lambda tensor: None
+        layers.for_tensor = lambda _tensor: None
         try:
             tensor = trainer.net.run(x, y, torch.ones(1))
         finally:
             layers.for_tensor = kernel
         silent.append(int((applied.layer_counts[0][0] == 0).sum()))
-        worst = max(worst, *[float((a - b).abs().max() / b.abs().max()) for a, b in zip(applied.gradients, tensor.gradients)])
+        worst = max(worst, *[float((a - b).abs().max() / b.abs().max())
+                             for a, b in zip(applied.gradients, tensor.gradients, strict=True)])
     return f"kernel vs tensor code on 4 samples ({silent} of 800 hidden silent): max relative difference {worst:.1e}"
 
 
@@ -169,7 +171,8 @@ def main() -> None:
     dataset = load_dataset(args.data)
     if args.checkpoint:
         trainer = trained(args.checkpoint, dataset)
-        for name, check in (("hidden die-off", lambda: die_off(trainer)), ("late update path", lambda: late_paths(trainer, dataset))):
+        for name, check in (("hidden die-off", lambda: die_off(trainer)),
+                            ("late update path", lambda: late_paths(trainer, dataset))):
             print(f"{name:<19}  {check()}", flush=True)
         return
     checks = [("data order", lambda: data(dataset)), ("dummy label train", dummy), ("Adam", adam),

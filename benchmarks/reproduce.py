@@ -202,7 +202,7 @@ def report(args) -> None:
         n = min(len(f) for f in firsts)
         mean = np.mean([f[:n] for f in firsts], axis=0) * 100
         ax.plot(np.arange(1, n + 1), mean, color=color, label=f"{tag} ({len(firsts)} seeds)")
-    for name, style in zip(REFERENCE_RUNS["mnist-fc"], ("k--", "k:")):
+    for name, style in zip(REFERENCE_RUNS["mnist-fc"], ("k--", "k:"), strict=False):
         ax.axhline(100 * paper_curve(name)["epochs"][0]["train_accuracy"], color="k", ls=style[1:], lw=1,
                    label=f"authors: {name}, epoch-1 mean (their log has no finer figure)")
     ax.set_xlabel("thousand samples into epoch 1")
