@@ -21,7 +21,7 @@ from .artifacts import UnsafePath, safe_relative_path
 from .errors import Refused
 from .services import Services
 from .settings import Settings
-from .store import DatasetRecord, NewDataset, new_id
+from .store import DatasetRecord, new_id, utcnow
 
 FORMATS = ("npz", "idx", "nmnist")
 SUFFIX = {"npz": ".npz", "idx": ".zip", "nmnist": ".zip"}
@@ -71,11 +71,11 @@ def accept_upload(services: Services, user_id: int, upload: Upload) -> tuple[Dat
         key = f"datasets/{upload.sha256}{SUFFIX[fmt]}"
         if not services.artifacts.exists(key):
             services.artifacts.put_file(staged, key)
-        return store.datasets.add(NewDataset(
+        return store.datasets.add(DatasetRecord(
             id=new_id("ds"), user_id=user_id, name=name, format=fmt, kind=facts.kind, sha256=upload.sha256,
             size_bytes=upload.size_bytes, num_train=facts.num_train, num_test=facts.num_test,
             num_classes=facts.num_classes, input_shape=list(facts.input_shape), time_steps=facts.time_steps,
-            storage_key=key))
+            storage_key=key, created_at=utcnow()))
     finally:
         upload.path.unlink(missing_ok=True)
 

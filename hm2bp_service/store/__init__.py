@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from . import records, schema
 from .database import Database, make_engine, migrate
-from .datasets import Datasets, NewDataset
+from .datasets import Datasets
 from .events import Events
 from .jobs import IdempotencyConflict, Jobs, NewJob
 from .records import (
@@ -34,15 +34,15 @@ from .records import (
     UserRecord,
     WebhookDeliveryRecord,
 )
-from .schema import new_id
+from .schema import new_id, utcnow
 from .sweeps import Sweeps
 from .users import Users
 from .webhooks import WebhookOutbox
 
 __all__ = [
-    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "NewDataset", "NewJob", "Store",
+    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "NewJob", "Store",
     "SweepRecord", "TransitionRecord", "UserRecord", "WebhookDeliveryRecord", "make_engine", "migrate", "new_id",
-    "records", "schema",
+    "records", "schema", "utcnow",
 ]
 
 

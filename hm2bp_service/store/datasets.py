@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,31 +13,13 @@ from .records import DatasetRecord
 from .schema import DatasetRow, Job
 
 
-@dataclass(frozen=True)
-class NewDataset:
-    """A dataset about to be recorded, with the facts its upload's check found."""
-
-    id: str
-    user_id: int
-    name: str
-    format: str
-    kind: str
-    sha256: str
-    size_bytes: int
-    num_train: int
-    num_test: int
-    num_classes: int
-    input_shape: list[int]
-    time_steps: int | None
-    storage_key: str
-
-
 class Datasets:
     def __init__(self, db: Database):
         self.db = db
 
-    def add(self, new: NewDataset) -> tuple[DatasetRecord, bool]:
-        """Record ``new``; when the user already has a dataset with its sha256, that one (created False)."""
+    def add(self, new: DatasetRecord) -> tuple[DatasetRecord, bool]:
+        """Record ``new`` (the facts its upload's check found); when the user already has a dataset
+        with its sha256, that one (created False)."""
         try:
             with self.db.writing() as session:
                 row = DatasetRow(**asdict(new))

@@ -121,6 +121,17 @@ def _run(command: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.Comp
     return subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def _serves_until(argv: list[str], env: dict[str, str], log: Path, check, seconds: float = 90, cwd: Path = REPO,
+                  grace: float = 30) -> None:
+    """Start ``argv`` (its own process group, output to ``log``), wait until ``check()`` holds, stop it."""
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        _until(check, process, log, seconds)
+    finally:
+        stop(process, grace)
+
+
 def _until(check, process: subprocess.Popen, log: Path, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -170,13 +181,7 @@ def test_worker_image_command_and_compose_health_check(tmp_path, own_redis):
     assert _run(migrate, env).returncode == 0
     assert _run(worker_health, env).returncode != 0  # no worker yet
     cmd = next(c for c in _dockerfile_commands(REPO / "docker" / "worker.Dockerfile") if "hm2bp worker" in c)
-    log = tmp_path / "worker.log"
-    worker = subprocess.Popen(["sh", "-c", cmd], env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        _until(lambda: _run(worker_health, env).returncode == 0, worker, log)
-    finally:
-        stop(worker, 30)
+    _serves_until(["sh", "-c", cmd], env, tmp_path / "worker.log", lambda: _run(worker_health, env).returncode == 0)
 
 
 def test_api_image_command_and_compose_health_check(tmp_path, own_redis):
@@ -189,13 +194,7 @@ def test_api_image_command_and_compose_health_check(tmp_path, own_redis):
     assert "--host 0.0.0.0 --port 8000" in cmd
     cmd = cmd.replace("--host 0.0.0.0 --port 8000", f"--host 127.0.0.1 --port {port}")
     health = next(c for c in _compose_commands() if "readyz" in c).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    log = tmp_path / "api.log"
-    api = subprocess.Popen(["sh", "-c", cmd], env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                           start_new_session=True)
-    try:
-        _until(lambda: _run(health, env).returncode == 0, api, log)
-    finally:
-        stop(api)
+    _serves_until(["sh", "-c", cmd], env, tmp_path / "api.log", lambda: _run(health, env).returncode == 0, grace=10)
 
 
 def test_slurm_script_runs_a_worker(tmp_path, own_redis):
@@ -206,11 +205,6 @@ def test_slurm_script_runs_a_worker(tmp_path, own_redis):
                     HM2BP_WORKER_QUEUES="cpu")
     assert _run("hm2bp migrate", env).returncode == 0
     log = tmp_path / "slurm.log"
-    job = subprocess.Popen(["bash", str(SLURM)], env=env, cwd=tmp_path, stdout=open(log, "w"),
-                           stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        name = f"hm2bp-slurm-4242@{socket.gethostname()}"
-        _until(lambda: _worker_is_live(name, env), job, log, seconds=180)
-        assert "ok   kernels" in log.read_text()  # the script's `hm2bp doctor` built and loaded them first
-    finally:
-        stop(job, 30)
+    name = f"hm2bp-slurm-4242@{socket.gethostname()}"
+    _serves_until(["bash", str(SLURM)], env, log, lambda: _worker_is_live(name, env), seconds=180, cwd=tmp_path)
+    assert "ok   kernels" in log.read_text()  # the script's `hm2bp doctor` built and loaded them first
