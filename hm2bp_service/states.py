@@ -21,10 +21,6 @@ class JobState(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    def is_active(self) -> bool:
-        """Not ended: the job still holds its dataset and may still use a worker."""
-        return self not in TERMINAL
-
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)

@@ -44,9 +44,5 @@ class WorkerRegistry:
                 continue
         return found
 
-    def devices(self) -> set[str]:
-        """The device kinds (``cpu``, ``cuda``) of the live workers that have probed theirs."""
-        return {kind for w in self.live() if (kind := (w.get("device") or {}).get("kind")) is not None}
-
     def close(self) -> None:
         self._redis.close()
