@@ -19,7 +19,19 @@ from hm2bp_service.store import migrate
 from . import errors
 from .blocking import writer_limiter
 from .metrics import RequestMetrics, make_registry
-from .routes import dashboard, datasets, health, jobs, session, spec, streams, sweeps, webhooks, workers
+from .routes import (
+    capabilities,
+    dashboard,
+    datasets,
+    health,
+    jobs,
+    session,
+    spec,
+    streams,
+    sweeps,
+    webhooks,
+    workers,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.writer_limiter = writer_limiter(services.store)
     app.state.registry = make_registry(services.store)
     errors.install(app)
-    for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, dashboard):
+    for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, capabilities,
+                   dashboard):
         app.include_router(module.router)
     app.mount("/static", dashboard.static_files, name="static")
     if settings.allowed_origins:  # closed by default: only the listed origins' pages may call the API

@@ -41,7 +41,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Refused)
     async def _refused(_request: Request, exc: Refused) -> JSONResponse:
-        return error_response(exc.status, exc.detail, exc.errors)
+        return error_response(exc.status, exc.detail, exc.errors, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:

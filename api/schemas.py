@@ -265,3 +265,17 @@ class Worker(BaseModel):
 
 class WorkerList(BaseModel):
     items: list[Worker]
+
+
+class Quotas(BaseModel):
+    max_queued_jobs: int = Field(description="queued jobs one user may have at once (429 beyond)")
+    max_running_jobs: int = Field(description="jobs of one user that run at once; the others wait")
+    max_stored_bytes: int = Field(description="total size of one user's uploaded datasets (422 beyond)")
+
+
+class Capabilities(BaseModel):
+    devices: list[Literal["cpu", "cuda"]] = Field(description="the training.device values a job can run with now")
+    workers: int = Field(description="live workers")
+    max_job_memory_mib: int | None = Field(description="the largest memory limit of a training process on a live "
+                                           "worker; jobs whose estimate exceeds it are refused; null: no worker")
+    quotas: Quotas

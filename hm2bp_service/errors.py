@@ -15,6 +15,7 @@ class Refused(Exception):
     """The request is refused: ``status``, ``detail`` (a sentence) and ``field`` at fault."""
 
     status = 422
+    headers: dict[str, str] | None = None  # extra response headers (a 429's Retry-After)
 
     def __init__(self, detail: str, field: str = "body", *, status: int | None = None,
                  errors: list[dict[str, str]] | None = None):

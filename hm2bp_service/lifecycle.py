@@ -22,12 +22,13 @@ from hm2bp_core.data import DatasetError, DatasetFacts
 from hm2bp_core.spec import TrainingSpec
 from hm2bp_core.train import check_fit
 
+from .admission import QueueFull, admit, live_workers, worker_slots
 from .datasets import UnknownDataset, facts_for
 from .dispatch import queue_for
 from .errors import NotFound, Refused
 from .services import Services
 from .states import JobState
-from .store import Event, IdempotencyConflict, JobRecord, NewJob, new_id
+from .store import Event, IdempotencyConflict, JobRecord, NewJob, QueueLimit, new_id
 
 log = logging.getLogger(__name__)
 QUEUED, RUNNING, CANCELLING = JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING
@@ -74,31 +75,48 @@ def submit(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec
     if problem is not None:
         field, message = problem
         raise Refused(message, f"spec.{field}" if field else "spec")
+    admit(services, user_id, spec, facts)
     resolved = spec.to_dict()
     request_hash = hashlib.sha256(json.dumps({"dataset": dataset, "spec": resolved, "name": name, "tags": tags,
                                               "webhook_url": webhook_url}, sort_keys=True).encode()).hexdigest()
     job = new_job(services, user_id, dataset=dataset, spec=resolved, tags=tags, webhook_url=webhook_url,
                   name=name or f"{facts.name} {spec.num_classes}-class",
                   idempotency_key=idempotency_key, request_hash=request_hash)
+    settings = services.settings
     try:
-        record, created = services.store.jobs.create(job)
+        record, created = services.store.jobs.create(job, max_queued=settings.max_queued_jobs)
     except IdempotencyConflict:
         raise Refused("this Idempotency-Key was used for a different request", "Idempotency-Key") from None
+    except QueueLimit as full:
+        raise QueueFull(full.queued, settings.max_queued_jobs, settings.quota_retry_seconds) from None
     if created:
         dispatch(services, record.id, record.queue)
     return record, created
 
 
-def dispatch(services: Services, job_id: str, queue: str) -> bool:
-    """Send a queued job's message and note that it was sent. When the broker is down the job
-    stays queued, undispatched, and every worker's sweeper sends it later: False."""
+def dispatch(services: Services, job_id: str | None, queue: str) -> bool:
+    """``job_id`` (or nothing new) waits on ``queue``: send the fairest waiting jobs of ``queue``
+    while its workers have room (``Jobs.claim_fair``: one dispatched, not yet started job per
+    live worker slot, at least one; users interleaved by their running jobs, each user at most
+    ``max_running_jobs``). Jobs wait in the database, not in the broker, so a later user's job
+    does not wait behind every job queued before it. Called when a job is queued, starts or
+    ends, and by every worker's sweeper; True when ``job_id`` was sent now. A job whose message
+    cannot be sent (the broker is down) waits again, and a later call sends it."""
     try:
-        services.dispatcher.send(job_id, queue)
-    except Exception as exc:  # kombu/redis raise many kinds; any of them means "not sent"
-        log.warning("job %s queued but not dispatched yet: %s", job_id, exc)
+        slots = worker_slots(queue, live_workers(services))
+    except Exception as exc:  # the registry (Redis) is down: so is the broker
+        log.warning("jobs not dispatched now: %s", exc)
         return False
-    services.store.jobs.mark_dispatched(job_id)
-    return True
+    claimed = services.store.jobs.claim_fair(queue, slots, services.settings.max_running_jobs)
+    for index, job in enumerate(claimed):
+        try:
+            services.dispatcher.send(job.id, queue)
+        except Exception as exc:  # kombu/redis raise many kinds; any of them means "not sent"
+            log.warning("jobs queued but not dispatched yet: %s", exc)
+            for unsent in claimed[index:]:
+                services.store.jobs.unmark_dispatched(unsent.id)
+            return False
+    return any(job.id == job_id for job in claimed)
 
 
 # ---------------------------------------------------------------------- cancel

@@ -6,6 +6,7 @@ Every default serves the embedded mode of ``hm2bp serve``: everything lives unde
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,8 +53,26 @@ class Settings(BaseSettings):
     max_sweep_points: int = Field(100, ge=1, description="most jobs one sweep may create (422 beyond)")
     worker_heartbeat_seconds: float = Field(10.0, gt=0, description="how often a worker renews its entry in "
                                             "GET /v1/workers; it drops out after three missed beats")
+    job_memory_mib: int = Field(0, ge=0, description="memory limit of each training child (MiB; RLIMIT_DATA), "
+                                "advertised in GET /v1/capabilities and checked at submit; 0: 80 % of the worker's "
+                                "physical memory")
+    max_sample_steps: int = Field(200_000_000_000, gt=0, description="most work one job may ask for: epochs x "
+                                  "(train + test samples) x time steps (422 beyond; the paper's MNIST run is 5.6e9)")
+    max_queued_jobs: int = Field(100, ge=1, description="queued jobs one user may have at once (429 beyond)")
+    max_running_jobs: int = Field(4, ge=1, description="jobs of one user that run at once; the others wait, and "
+                                  "workers take the other users' jobs first")
+    max_stored_bytes: int = Field(10 << 30, gt=0, description="total size of one user's uploaded datasets "
+                                  "(422 beyond)")
+    quota_retry_seconds: int = Field(60, ge=1, description="the Retry-After of a 429 for a full queue")
     raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
                                 "(rasters.json, for the dashboard's raster plot); 0: none")
+
+    @property
+    def job_memory_bytes(self) -> int:
+        """The memory limit of each training child on this machine (``job_memory_mib``)."""
+        if self.job_memory_mib:
+            return self.job_memory_mib << 20
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
     @property
     def allowed_origins(self) -> list[str]:

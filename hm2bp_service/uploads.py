@@ -5,7 +5,9 @@
 compression ratio) and names the format; the core readers (``hm2bp_core.data.load_dataset``) then
 validate shapes, labels, dtypes and classes. The facts found (kind, input shape, classes, sample
 and step counts) go on the dataset's row, so fit checks never load the file again. Files are
-stored once per content (``datasets/SHA256.EXT``) and shared by the users who uploaded them.
+stored once per content (``datasets/SHA256.EXT``) and shared by the users who uploaded them,
+reference-counted with their rows (``store.datasets``). A user's uploads are bounded in total
+(``max_stored_bytes``, a 422 naming it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .artifacts import UnsafePath, safe_relative_path
 from .errors import Refused
 from .services import Services
 from .settings import Settings
-from .store import DatasetRecord, new_id, utcnow
+from .store import DatasetRecord, StorageLimit, new_id, utcnow
 
 FORMATS = ("npz", "idx", "nmnist")
 SUFFIX = {"npz": ".npz", "idx": ".zip", "nmnist": ".zip"}
@@ -53,6 +55,7 @@ def accept_upload(services: Services, user_id: int, upload: Upload) -> tuple[Dat
         existing = store.datasets.by_sha256(user_id, upload.sha256)
         if existing is not None:
             return existing, False
+        check_storage(store.datasets.stored_bytes(user_id), upload.size_bytes, settings)  # before reading it
         fmt = inspect_archive(upload.path, settings, upload.fields.get("format"))
         staged = upload.path.with_suffix(SUFFIX[fmt])
         upload.path.rename(staged)
@@ -69,15 +72,26 @@ def accept_upload(services: Services, user_id: int, upload: Upload) -> tuple[Dat
         del dataset
         name = (upload.fields.get("name") or Path(upload.filename or "dataset").stem)[:256]
         key = f"datasets/{upload.sha256}{SUFFIX[fmt]}"
-        if not services.artifacts.exists(key):
-            services.artifacts.put_file(staged, key)
-        return store.datasets.add(DatasetRecord(
-            id=new_id("ds"), user_id=user_id, name=name, format=fmt, kind=facts.kind, sha256=upload.sha256,
-            size_bytes=upload.size_bytes, num_train=facts.num_train, num_test=facts.num_test,
-            num_classes=facts.num_classes, input_shape=list(facts.input_shape), time_steps=facts.time_steps,
-            storage_key=key, created_at=utcnow()))
+        try:
+            return store.datasets.add(DatasetRecord(
+                id=new_id("ds"), user_id=user_id, name=name, format=fmt, kind=facts.kind, sha256=upload.sha256,
+                size_bytes=upload.size_bytes, num_train=facts.num_train, num_test=facts.num_test,
+                num_classes=facts.num_classes, input_shape=list(facts.input_shape), time_steps=facts.time_steps,
+                storage_key=key, created_at=utcnow()),
+                lambda: services.artifacts.put_file(staged, key), settings.max_stored_bytes)
+        except StorageLimit as full:
+            check_storage(full.stored, upload.size_bytes, settings)
+            raise
     finally:
         upload.path.unlink(missing_ok=True)
+
+
+def check_storage(stored: int, size: int, settings: Settings) -> None:
+    """Refuse an upload of ``size`` bytes by a user whose datasets take ``stored`` bytes past the limit."""
+    if stored + size > settings.max_stored_bytes:
+        raise UploadRejected(422, f"your datasets take {stored} bytes; this upload of {size} bytes would pass the "
+                             f"limit (max_stored_bytes) of {settings.max_stored_bytes}: delete some first",
+                             "max_stored_bytes")
 
 
 def inspect_archive(path: Path, settings: Settings, declared: str | None) -> str:

@@ -1,5 +1,6 @@
 """The registry of live workers: each worker's main process keeps a Redis key ``PREFIX worker:NAME``
-(JSON: name, host, pid, queues, concurrency, device, started_at, last_seen) with a TTL of three
+(JSON: name, host, pid, queues, concurrency, device, memory_limit_bytes (of each training child),
+started_at, last_seen) with a TTL of three
 heartbeats (``worker.heartbeat`` writes it), so a worker that dies drops out of ``GET /v1/workers``
 within that time. The jobs a worker runs are read from the job store (their lease owners start
 with the worker's name).

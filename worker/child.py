@@ -7,6 +7,10 @@ checkpoint), writes events through the event bus (progress also to the job row, 
 file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status": "cancelled"}``
 or ``{"status": "failed", "reason", "message"}``.
 
+It runs under a memory limit (``RLIMIT_DATA`` = ``Settings.job_memory_bytes``, set before torch is
+imported): an allocation past it raises, and the run fails ``out_of_memory`` with the core's
+estimate of its need (``hm2bp_core.footprint``) and the limit, without a traceback.
+
 Its stdin is the control channel from the supervisor: a line ``cancel`` sets the flag the
 trainer polls between batches; end of file means the supervisor is gone, and the child exits.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import sys
 import threading
 import traceback
@@ -51,17 +56,60 @@ def _listen_for_control(cancel: threading.Event) -> None:
     threading.Thread(target=listen, name="control", daemon=True).start()
 
 
+def limit_memory(limit_bytes: int) -> None:
+    """Cap this process's private writable memory (heap, anonymous maps, thread stacks) at ``limit_bytes``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit_bytes = min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, hard))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation failed: MemoryError (numpy), or torch's and the C++ kernels' RuntimeError."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+        sign in str(exc) for sign in ("can't allocate memory", "Cannot allocate memory", "bad_alloc",
+                                      "not enough memory")))
+
+
+def out_of_memory(job_id: str, services: Services) -> dict[str, Any]:
+    """The outcome of a run that ran out of memory: what the core estimates it needs, and the limit."""
+    from hm2bp_core.footprint import footprint
+    from hm2bp_core.spec import TrainingSpec
+    from hm2bp_service.admission import gib
+    from hm2bp_service.datasets import facts_for
+
+    limit = services.settings.job_memory_bytes
+    advice = "reduce training.batch_size, encoding.time_steps or the network's size"
+    try:
+        job = services.store.jobs.by_id(job_id)
+        needs = footprint(TrainingSpec.model_validate(job.spec),
+                          facts_for(job.dataset, job.user_id, services.store, services.settings)).peak_bytes
+    except Exception:  # the estimate needs memory too, or the dataset is gone
+        needs = None
+    if needs is not None and needs > limit:
+        message = f"out of memory: needs about {gib(needs)}, the worker allows {gib(limit)}: {advice}"
+    else:
+        message = f"out of memory: needs more than the {gib(limit)} the worker allows: {advice}"
+    return {"status": "failed", "reason": "out_of_memory", "message": message}
+
+
 def main(job_id: str, outcome_fd: int) -> None:
     carry_niceness_to_session()  # the supervisor started this run in a session of its own
     cancel = threading.Event()
     _listen_for_control(cancel)
     services = get_services()
+    limit_memory(services.settings.job_memory_bytes)
+    ran_out = False
     try:
         outcome = run(job_id, services, cancel)
-    except Exception as exc:  # a bug, not the user's fault: report it with its traceback
-        services.bus.publish(job_id, "log", {"message": traceback.format_exc()})
+    except Exception as exc:
+        ran_out = is_out_of_memory(exc)
+        if not ran_out:  # a bug, not the user's fault: report it with its traceback
+            services.bus.publish(job_id, "log", {"message": traceback.format_exc()})
         outcome = {"status": "failed", "reason": "internal_error",
                    "message": f"The training process failed with an internal error: {type(exc).__name__}: {exc}"}
+    if ran_out:  # after the except block: the failed run's frames (and their tensors) are released
+        outcome = out_of_memory(job_id, services)
     with os.fdopen(outcome_fd, "w") as channel:
         json.dump(outcome, channel)
 

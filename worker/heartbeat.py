@@ -63,13 +63,15 @@ def probe_device(timeout: float = 120) -> dict[str, Any]:
 class Heartbeat(threading.Thread):
     """Announces this worker every ``worker_heartbeat_seconds`` until stopped; withdraws it then."""
 
-    def __init__(self, registry: WorkerRegistry, name: str, queues: list[str], concurrency: int, interval: float):
+    def __init__(self, registry: WorkerRegistry, name: str, queues: list[str], concurrency: int, interval: float,
+                 memory_limit_bytes: int):
         super().__init__(name="hm2bp-heartbeat", daemon=True)
         self.registry, self.interval = registry, interval
         self.stopped = threading.Event()
         self.info: dict[str, Any] = {
             "name": name, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
-            "concurrency": concurrency, "device": None, "started_at": now_iso(),
+            "concurrency": concurrency, "device": None, "memory_limit_bytes": memory_limit_bytes,
+            "started_at": now_iso(),
         }
 
     def run(self) -> None:
@@ -104,7 +106,7 @@ def start(services: Services, name: str, queues: list[str], concurrency: int) ->
     settings = services.settings
     if _running is None:
         _running = Heartbeat(WorkerRegistry(settings.redis_client_url, settings.redis_prefix), name, queues,
-                             concurrency, settings.worker_heartbeat_seconds)
+                             concurrency, settings.worker_heartbeat_seconds, settings.job_memory_bytes)
         _running.start()
 
 

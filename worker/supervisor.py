@@ -11,6 +11,12 @@
 
 If the lease is lost meanwhile (the sweeper gave the job to another worker), the child is
 killed and nothing is recorded: the new owner is in charge.
+
+The child runs under a memory limit (``Settings.job_memory_bytes``, set by ``worker.child``);
+running out is the child's ``out_of_memory`` outcome, and a child that the kernel's OOM killer
+took (SIGKILL that this supervisor did not send, with a peak RSS near the limit) is classified
+the same way (``oom_outcome``), never retried as a platform fault. After each delivery the next
+waiting jobs are dispatched (``lifecycle.dispatch``: a worker that starts or ends a job frees room).
 """
 
 from __future__ import annotations
@@ -26,20 +32,48 @@ import time
 from typing import Any
 
 from hm2bp_service import lifecycle
+from hm2bp_service.admission import gib
+from hm2bp_service.dispatch import QUEUES
 from hm2bp_service.services import Services
 from hm2bp_service.states import JobState
 from hm2bp_service.store import JobRecord
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
+OOM_KILL_SHARE = 0.8  # a SIGKILL from outside at this share of the memory limit is taken as the OOM killer's
+
+
+def oom_outcome(exitcode: int | None, peak_rss: int | None, limit: int, killed_here: bool) -> dict[str, Any] | None:
+    """The ``out_of_memory`` outcome of a child that died of SIGKILL not sent by its supervisor
+    with a peak RSS of at least ``OOM_KILL_SHARE`` of ``limit``; None otherwise."""
+    if exitcode != -signal.SIGKILL or killed_here or peak_rss is None or peak_rss < OOM_KILL_SHARE * limit:
+        return None
+    return {"status": "failed", "reason": "out_of_memory",
+            "message": f"out of memory: the training process was killed at {gib(peak_rss)} (the worker allows "
+                       f"{gib(limit)} per job): reduce training.batch_size, encoding.time_steps or the network's size"}
 
 
 class Supervisor:
     def __init__(self, job_id: str, owner: str, services: Services):
         self.job_id, self.owner, self.services = job_id, owner, services
         self.store, self.bus, self.settings = services.store, services.bus, services.settings
+        self._killed_here = False  # this supervisor sent the child SIGKILL (cancel, lost lease)
 
     def run(self) -> None:
+        try:
+            self._deliver()
+        finally:
+            self._dispatch_waiting()
+
+    def _dispatch_waiting(self) -> None:
+        """A job started or ended here (or this delivery was void): send the next waiting ones."""
+        for queue in QUEUES:
+            try:
+                lifecycle.dispatch(self.services, None, queue)
+            except Exception:  # the database is down: the sweepers dispatch later
+                log.exception("dispatch after job %s failed", self.job_id)
+
+    def _deliver(self) -> None:
         lease = self.store.jobs.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
         if lease.job is None:
             log.info("job %s not run by %s: %s", self.job_id, self.owner, lease.reason)
@@ -49,6 +83,7 @@ class Supervisor:
             self._fail("platform_fault", f"The job was given up after {job.max_attempts} attempts: its worker "
                        "was lost every time (killed, out of host memory, or the machine went away).")
             return
+        self._dispatch_waiting()  # this job left the waiting ones
         if job.attempts > 1:
             self.bus.publish(self.job_id, "log",
                              {"message": f"attempt {job.attempts}: resuming from the last checkpoint"})
@@ -102,15 +137,41 @@ class Supervisor:
         finally:
             os.close(read_fd)
             try:
-                child.wait(10)
+                peak_rss = self._reap(child, 10)
             except subprocess.TimeoutExpired:
                 self._signal(child, signal.SIGKILL)
-                child.wait()
+                peak_rss = self._reap(child, None)
             if child.stdin is not None:
                 child.stdin.close()
         if received:
             return json.loads(received)
-        return {"status": "cancelled" if cancelled_at is not None else "lost", "exitcode": child.returncode}
+        if cancelled_at is not None:
+            return {"status": "cancelled", "exitcode": child.returncode}
+        return (oom_outcome(child.returncode, peak_rss, self.settings.job_memory_bytes, self._killed_here)
+                or {"status": "lost", "exitcode": child.returncode})
+
+    def _reap(self, child: subprocess.Popen, seconds: float | None) -> int | None:
+        """Wait for ``child`` to exit (TimeoutExpired after ``seconds``), renewing the lease meanwhile
+        (its interpreter may take seconds to tear down), and set its return code; its peak RSS in
+        bytes (``wait4``), None when something else reaped it."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        renewed = time.monotonic()
+        while True:
+            try:
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                child.wait()
+                return None
+            if pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                return usage.ru_maxrss * 1024  # KiB on Linux
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                raise subprocess.TimeoutExpired(child.args, seconds or 0)
+            if now - renewed >= self.settings.lease_seconds / 6:
+                renewed = now
+                self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds)
+            time.sleep(0.05)
 
     @staticmethod
     def _tell(child: subprocess.Popen, line: str) -> None:
@@ -120,9 +181,9 @@ class Supervisor:
         except (BrokenPipeError, OSError):
             pass  # it is already gone
 
-    @staticmethod
-    def _signal(child: subprocess.Popen, signum: int) -> None:
+    def _signal(self, child: subprocess.Popen, signum: int) -> None:
         """Signal the child's whole process group (it may have started helpers of its own)."""
+        self._killed_here = self._killed_here or signum == signal.SIGKILL
         try:
             os.killpg(child.pid, signum)
         except ProcessLookupError:

@@ -3,7 +3,8 @@
 Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was lost) and applies
 ``lifecycle.requeue_or_give_up`` to each (a ``cancelling`` one becomes ``cancelled``, one with
 attempts left goes back to ``queued`` and is dispatched again, the others fail); and
-(2) dispatches queued jobs whose message was never sent (the broker was down at submission).
+(2) dispatches waiting jobs while workers have room (``lifecycle.dispatch``: jobs wait in the
+database and are sent fairly; this also sends those whose message failed while the broker was down).
 Every change is a conditional update, so any number of workers may sweep at once.
 """
 
@@ -13,6 +14,7 @@ import logging
 import threading
 
 from hm2bp_service import lifecycle
+from hm2bp_service.dispatch import QUEUES
 from hm2bp_service.services import Services
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ class Sweeper(threading.Thread):
         for job in jobs.expired_leases():
             lifecycle.requeue_or_give_up(self.services, job, f"the lease of {job.lease_owner} expired (worker lost)",
                                          lease_expired=True)
-        for job in jobs.undispatched(older_than=self.services.settings.sweep_seconds):
-            lifecycle.dispatch(self.services, job.id, job.queue)
+        for queue in QUEUES:
+            lifecycle.dispatch(self.services, None, queue)
 
 
 def start(services: Services) -> None:

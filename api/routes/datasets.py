@@ -94,6 +94,5 @@ def delete_dataset(dataset_id: Annotated[str, Path(max_length=64)], user: UserDe
         raise not_found("dataset", dataset_id)
     if services.store.datasets.in_use(dataset_id):
         raise HTTPException(status.HTTP_409_CONFLICT, f"dataset {dataset_id!r} is used by a job that has not ended")
-    if services.store.datasets.delete(dataset_id):
-        services.artifacts.remove(row.storage_key)
+    services.store.datasets.delete(dataset_id, services.artifacts.remove)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -21,9 +21,9 @@ from sqlalchemy.engine import Engine
 
 from . import records, schema
 from .database import Database, make_engine, migrate
-from .datasets import Datasets
+from .datasets import Datasets, StorageLimit
 from .events import Events
-from .jobs import IdempotencyConflict, Jobs, NewJob
+from .jobs import IdempotencyConflict, Jobs, NewJob, QueueLimit
 from .records import (
     DatasetRecord,
     Event,
@@ -40,9 +40,9 @@ from .users import Users
 from .webhooks import WebhookOutbox
 
 __all__ = [
-    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "NewJob", "Store",
-    "SweepRecord", "TransitionRecord", "UserRecord", "WebhookDeliveryRecord", "make_engine", "migrate", "new_id",
-    "records", "schema", "utcnow",
+    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "NewJob", "QueueLimit", "StorageLimit",
+    "Store", "SweepRecord", "TransitionRecord", "UserRecord", "WebhookDeliveryRecord", "make_engine", "migrate",
+    "new_id", "records", "schema", "utcnow",
 ]
 
 

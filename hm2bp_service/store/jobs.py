@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -23,11 +23,14 @@ from ..states import LEASED, TERMINAL, JobState
 from .database import Database, rowcount
 from .events import append_event
 from .records import Event, JobRecord, Lease, TransitionRecord
-from .schema import Job, JobEpoch, JobEvent, JobTransition, table_of, utcnow
+from .schema import Job, JobEpoch, JobEvent, JobTransition, User, table_of, utcnow
 from .webhooks import add_delivery
 
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
 _jobs = table_of(Job)
+_users = table_of(User)
+_COUNT_QUEUED = select(func.count()).select_from(_jobs).where(_jobs.c.user_id == bindparam("user_id"),
+                                                              _jobs.c.state == QUEUED.value)
 _OWNED_JOB = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"), _jobs.c.id == bindparam("job_id"))
 _JOB_BY_IDEMPOTENCY_KEY = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"),
                                               _jobs.c.idempotency_key == bindparam("key"))
@@ -50,6 +53,26 @@ _JOBS_PAGE = {state: _jobs_page(state) for state in (False, True)}
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
+
+
+class QueueLimit(Exception):
+    """The user already has ``queued`` queued jobs, as many as the limit."""
+
+    def __init__(self, queued: int):
+        super().__init__(queued)
+        self.queued = queued
+
+
+def lock_user(connection: Connection, user_id: int) -> None:
+    """Serialise the write transactions of one user (SQLite's BEGIN IMMEDIATE already serialises all)."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(select(_users.c.id).where(_users.c.id == user_id).with_for_update())
+
+
+def lock_dispatch(connection: Connection) -> None:
+    """Serialise dispatchers for the rest of the transaction (SQLite: BEGIN IMMEDIATE did)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(4242020)"))
 
 
 @dataclass(frozen=True)
@@ -94,15 +117,22 @@ class Jobs:
         self.db = db
 
     # ------------------------------------------------------------------ creation and reads
-    def create(self, new: NewJob) -> tuple[JobRecord, bool]:
+    def create(self, new: NewJob, max_queued: int | None = None) -> tuple[JobRecord, bool]:
         """Queue ``new`` and return its record; with an Idempotency-Key already used by this user,
-        the earlier job (created False), or IdempotencyConflict when the earlier request differed."""
+        the earlier job (created False), or IdempotencyConflict when the earlier request differed.
+        QueueLimit when the user has ``max_queued`` queued jobs already (counted in the insert's
+        transaction, so parallel submits cannot pass the limit together)."""
         if new.idempotency_key is not None:
             earlier = self._by_idempotency_key(new.user_id, new.idempotency_key)
             if earlier is not None:
                 return self._replay(earlier, new), False
         try:
             with self.db.write_connection() as connection:
+                if max_queued is not None:
+                    lock_user(connection, new.user_id)
+                    queued = int(connection.execute(_COUNT_QUEUED, {"user_id": new.user_id}).scalar() or 0)
+                    if queued >= max_queued:
+                        raise QueueLimit(queued)
                 return insert_queued(connection, [new], "submitted")[0], True
         except IntegrityError:
             earlier = self._by_idempotency_key(new.user_id, new.idempotency_key) if new.idempotency_key else None
@@ -164,6 +194,10 @@ class Jobs:
                     found[name].append(JobRecord.of(row))
         return found
 
+    def count_queued(self, user_id: int) -> int:
+        with self.db.connect() as connection:
+            return int(connection.execute(_COUNT_QUEUED, {"user_id": user_id}).scalar() or 0)
+
     def count_by_state(self) -> dict[str, int]:
         with self.db.reading() as session:
             return {state: count
@@ -174,12 +208,51 @@ class Jobs:
         with self.db.write_connection() as connection:
             connection.execute(_MARK_DISPATCHED, {"job_id": job_id, "at": utcnow()})
 
-    def undispatched(self, older_than: float) -> list[JobRecord]:
-        """Queued jobs whose Celery message was never sent (the broker was down at submission)."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
-        with self.db.connect() as connection:
-            return [JobRecord.of(row) for row in connection.execute(select(_jobs).where(
-                _jobs.c.state == QUEUED, _jobs.c.dispatched_at.is_(None), _jobs.c.created_at < cutoff))]
+    def unmark_dispatched(self, job_id: str) -> None:
+        """The job's message could not be sent: it waits again (a later ``claim_fair`` picks it)."""
+        with self.db.write_connection() as connection:
+            connection.execute(update(_jobs).where(_jobs.c.id == job_id, _jobs.c.state == QUEUED.value)
+                               .values(dispatched_at=None))
+
+    def claim_fair(self, queue: str, slots: int, max_running: int) -> list[JobRecord]:
+        """Mark waiting jobs of ``queue`` dispatched, fairest first, until ``slots`` of them are
+        dispatched and not yet started; the jobs marked now, to be sent in this order.
+
+        Waiting: queued and never sent. Fairest: the job of the user with the fewest jobs running
+        or dispatched (any queue), then the user whose oldest waiting job is oldest; a user with
+        ``max_running`` such jobs gets none. Dispatchers take turns (one transaction at a time)."""
+        with self.db.write_connection() as connection:
+            lock_dispatch(connection)
+            sent = _jobs.c.dispatched_at.is_not(None)
+            pending = int(connection.execute(select(func.count()).select_from(_jobs).where(
+                _jobs.c.queue == queue, _jobs.c.state == QUEUED.value, sent)).scalar() or 0)
+            if pending >= slots:
+                return []
+            load: dict[int, int] = dict(connection.execute(
+                select(_jobs.c.user_id, func.count()).where(or_(_jobs.c.state.in_([s.value for s in LEASED]),
+                                                               (_jobs.c.state == QUEUED.value) & sent))
+                .group_by(_jobs.c.user_id)).all())
+            waiting: dict[int, list[str]] = {}
+            for job_id, user_id in connection.execute(
+                    select(_jobs.c.id, _jobs.c.user_id).where(_jobs.c.queue == queue, _jobs.c.state == QUEUED.value,
+                                                              _jobs.c.dispatched_at.is_(None))
+                    .order_by(_jobs.c.created_at, _jobs.c.id)):
+                waiting.setdefault(user_id, []).append(job_id)
+            order = list(waiting)  # users by their oldest waiting job
+            chosen: list[str] = []
+            while pending + len(chosen) < slots:
+                ready = [user for user in order if waiting[user] and load.get(user, 0) < max_running]
+                if not ready:
+                    break
+                user = min(ready, key=lambda u: load.get(u, 0))  # min keeps the first of equals: the oldest
+                chosen.append(waiting[user].pop(0))
+                load[user] = load.get(user, 0) + 1
+            if chosen:
+                connection.execute(update(_jobs).where(_jobs.c.id.in_(chosen)).values(dispatched_at=utcnow()))
+                rows = {row.id: JobRecord.of(row) for row in connection.execute(
+                    select(_jobs).where(_jobs.c.id.in_(chosen)))}
+                return [rows[job_id] for job_id in chosen]
+            return []
 
     # ------------------------------------------------------------------ state
     def transition(self, job_id: str, to_state: JobState, reason: str, *, expect: tuple[JobState, ...],

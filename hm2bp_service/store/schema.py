@@ -109,6 +109,15 @@ class DatasetRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DatasetFile(Base):
+    """A stored dataset file (``datasets/SHA256.EXT``, shared by content) and how many dataset rows
+    refer to it; changed in the transactions that add and delete those rows (``store.datasets``)."""
+
+    __tablename__ = "dataset_files"
+    storage_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    refs: Mapped[int] = mapped_column(Integer)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_user_idempotency_key"),
