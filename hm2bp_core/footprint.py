@@ -12,7 +12,9 @@ by the same constants the layers use to size their chunks (``layers.CHUNK_ROWS``
          + rasters                     T x B x (inputs + every layer's neurons) booleans, kept for
                                        the backward pass (B: the larger of the training batch and
                                        the evaluation batch, at least 64), the input raster twice
-                                       (drawn sample-major, then transposed)
+                                       (drawn sample-major, then transposed), and the widest
+                                       layer's raster once more in floats (the backward pass
+                                       takes a layer's spikes in the weights' precision)
          + chunks * itemsize           forward currents: CHUNK_ROWS x widest layer (x 2); backward:
                                        CHUNK_WEIGHTS S-PSP weights (x 4: Q, v Q, W^T Q, products);
                                        pooling layers' whole-run currents (T x B x N_in)
@@ -93,7 +95,7 @@ def footprint(spec: TrainingSpec, facts: DatasetFacts) -> Footprint:
     sizes = layer_sizes(spec, facts.input_shape)
     batch = max(cfg.batch_size, EVAL_BATCH)
     widest = max([inputs, *(neurons for _, neurons in sizes)])
-    rasters = steps * batch * (2 * inputs + sum(neurons for _, neurons in sizes))
+    rasters = steps * batch * (2 * inputs + sum(neurons for _, neurons in sizes) + itemsize * widest)
     pooled_inputs = [below for (weights, _), below in zip(sizes, [inputs, *(n for _, n in sizes)], strict=False)
                      if weights == 0]
     chunks = itemsize * (FORWARD_COPIES * CHUNK_ROWS * widest + BACKWARD_COPIES * CHUNK_WEIGHTS
