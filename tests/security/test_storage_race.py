@@ -73,7 +73,7 @@ def test_upload_racing_a_delete_of_the_same_content_never_loses_the_file(service
         barrier = threading.Barrier(2)
         failures: list[BaseException] = []
 
-        def run(action, delay: float) -> None:
+        def run(action, delay: float, barrier=barrier, failures=failures) -> None:
             try:
                 barrier.wait()
                 time.sleep(delay)
@@ -81,7 +81,7 @@ def test_upload_racing_a_delete_of_the_same_content_never_loses_the_file(service
             except BaseException as exc:  # reported below, in the test's thread
                 failures.append(exc)
 
-        threads = [threading.Thread(target=run, args=(lambda: delete_dataset(first.id, alice, services),
+        threads = [threading.Thread(target=run, args=(lambda first=first: delete_dataset(first.id, alice, services),
                                                       jitter.uniform(0, 1.5 * upload_seconds))),
                    threading.Thread(target=run, args=(lambda: accept_upload(services, bob.id, staged(services, "bob")),
                                                       0.0))]
