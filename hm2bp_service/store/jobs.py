@@ -29,6 +29,8 @@ from .webhooks import add_delivery
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
 _jobs = table_of(Job)
 _users = table_of(User)
+_WAITING = select(_jobs.c.id).where(_jobs.c.queue == bindparam("queue"), _jobs.c.state == QUEUED.value,
+                                    _jobs.c.dispatched_at.is_(None))
 _COUNT_QUEUED = select(func.count()).select_from(_jobs).where(_jobs.c.user_id == bindparam("user_id"),
                                                               _jobs.c.state == QUEUED.value)
 _OWNED_JOB = select(_jobs).where(_jobs.c.user_id == bindparam("user_id"), _jobs.c.id == bindparam("job_id"))
@@ -221,6 +223,9 @@ class Jobs:
         Waiting: queued and never sent. Fairest: the job of the user with the fewest jobs running
         or dispatched (any queue), then the user whose oldest waiting job is oldest; a user with
         ``max_running`` such jobs gets none. Dispatchers take turns (one transaction at a time)."""
+        with self.db.connect() as connection:  # most calls find nothing waiting: no write lock for them
+            if connection.execute(_WAITING.limit(1), {"queue": queue}).first() is None:
+                return []
         with self.db.write_connection() as connection:
             lock_dispatch(connection)
             sent = _jobs.c.dispatched_at.is_not(None)

@@ -48,3 +48,26 @@ def test_a_second_users_job_does_not_wait_behind_the_first_users_queue(cluster):
               for job_id in alices):
         assert time.monotonic() < deadline, "alice's jobs did not end after cancel"
         time.sleep(0.5)
+
+
+def test_claim_fair_interleaves_users_and_caps_their_running_jobs(tmp_path):
+    """The dispatch order itself (``Jobs.claim_fair``) on a real SQLite store."""
+    from hm2bp_service.store import NewJob, Store, migrate, new_id
+
+    url = f"sqlite:///{tmp_path / 'fair.db'}"
+    migrate(url)
+    store = Store.from_url(url)
+    alice, bob = store.users.ensure("alice"), store.users.ensure("bob")
+
+    def queue(user, count: int) -> list[str]:
+        return [store.jobs.create(NewJob(id=new_id("job"), user_id=user.id, name="j", dataset="builtin:digits",
+                                         spec={}, queue="cpu", max_attempts=1))[0].id for _ in range(count)]
+
+    a = queue(alice, 4)
+    b = queue(bob, 1)
+    assert [job.id for job in store.jobs.claim_fair("cpu", slots=1, max_running=4)] == [a[0]]
+    assert store.jobs.claim_fair("cpu", slots=1, max_running=4) == []  # its slot holds a dispatched job
+    assert [job.id for job in store.jobs.claim_fair("cpu", slots=3, max_running=4)] == [b[0], a[1]]
+    assert [job.id for job in store.jobs.claim_fair("cpu", slots=9, max_running=3)] == [a[2]]  # alice: 3 at most
+    assert store.jobs.claim_fair("gpu", slots=9, max_running=9) == []  # another queue's jobs stay
+    store.close()
