@@ -6,10 +6,12 @@ Every default serves the embedded mode of ``hm2bp serve``: everything lives unde
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,6 +72,24 @@ class Settings(BaseSettings):
                                             "GET /v1/workers; it drops out after three missed beats")
     raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
                                 "(rasters.json, for the dashboard's raster plot); 0: none")
+
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        """Each key is 32 bytes in URL-safe base64 (``Fernet.generate_key()``), or the service refuses to start."""
+        if value is None:
+            return None
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        for number, key in enumerate(keys, start=1):
+            try:
+                valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+            except (binascii.Error, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"key {number} is not a Fernet key (32 bytes in URL-safe base64)")
+        if not keys:
+            raise ValueError("no key given")
+        return value
 
     @property
     def allowed_origins(self) -> list[str]:
