@@ -58,6 +58,14 @@ def test_migration_seals_clear_secrets_keeping_them(tmp_path, monkeypatch):
         connection.execute(text("INSERT INTO users (id, name, created_at, webhook_secret) "
                                 "VALUES (1, 'old', CURRENT_TIMESTAMP, 'whsec_the-old-one')"))
     engine.dispose()
+    with sqlite3.connect(tmp_path / "old.db") as connection:  # foreign keys off: a delivery without its job
+        for number, (status, error) in enumerate(((500, "HTTP 500: redis_version:7.2.4 ..."),
+                                                  (None, "ConnectError: [Errno 111] Connection refused"))):
+            connection.execute(
+                "INSERT INTO webhook_deliveries (id, job_id, url, event, body, state, attempts, next_attempt_at, "
+                "last_status, last_error, created_at) VALUES (?, ?, 'HTTP://Hooks.Example.org/x', "
+                "'job.failed', '{}', 'failed', 8, CURRENT_TIMESTAMP, ?, ?, CURRENT_TIMESTAMP)",
+                (f"whd_{number}", f"job_{number}", status, error))
     keys = f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}"
     monkeypatch.setenv("HM2BP_WEBHOOK_SECRETS_KEY", keys)
     get_settings.cache_clear()
@@ -69,7 +77,10 @@ def test_migration_seals_clear_secrets_keeping_them(tmp_path, monkeypatch):
         with sqlite3.connect(tmp_path / "old.db") as connection:
             columns = [row[1] for row in connection.execute("PRAGMA table_info(users)")]
             sealed = connection.execute("SELECT webhook_secret_sealed FROM users").fetchone()[0]
+            scrubbed = connection.execute("SELECT receiver, last_error FROM webhook_deliveries ORDER BY id").fetchall()
         assert "webhook_secret" not in columns and sealed.startswith("gAAAA")
+        assert scrubbed == [("http://hooks.example.org:80", "HTTP 500"), ("http://hooks.example.org:80",
+                                                                         "connection failed")]
         # rotation of the service key: a box with the second key first still opens it
         rotated = SecretBox(lambda: [k.encode() for k in reversed(keys.split(","))])
         assert rotated.open(sealed) == "whsec_the-old-one"
