@@ -25,6 +25,7 @@ from hm2bp_core.train import check_fit
 from .admission import QueueFull, admit, live_workers, worker_slots
 from .datasets import UnknownDataset, facts_for
 from .dispatch import queue_for
+from .egress import refuse_unsafe_webhook
 from .errors import NotFound, Refused
 from .services import Services
 from .states import JobState
@@ -76,6 +77,7 @@ def submit(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec
         field, message = problem
         raise Refused(message, f"spec.{field}" if field else "spec")
     admit(services, user_id, spec, facts)
+    refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
     resolved = spec.to_dict()
     request_hash = hashlib.sha256(json.dumps({"dataset": dataset, "spec": resolved, "name": name, "tags": tags,
                                               "webhook_url": webhook_url}, sort_keys=True).encode()).hexdigest()

@@ -8,6 +8,7 @@ from functools import lru_cache
 from .artifacts import ArtifactStore
 from .dispatch import Dispatcher
 from .events import EventBus
+from .sealing import SecretBox
 from .settings import Settings, get_settings
 from .store import Store
 from .workers import WorkerRegistry
@@ -24,7 +25,7 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        store = Store.from_url(settings.sqlalchemy_url)
+        store = Store.from_url(settings.sqlalchemy_url, SecretBox.from_settings(settings))
         bus = EventBus(store, settings.redis_client_url, settings.redis_prefix, settings.stream_maxlen)
         return cls(settings, store, bus, ArtifactStore(settings.artifacts_root),
                    WorkerRegistry(settings.redis_client_url, settings.redis_prefix), Dispatcher(settings))

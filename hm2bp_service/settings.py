@@ -7,10 +7,12 @@ Every default serves the embedded mode of ``hm2bp serve``: everything lives unde
 from __future__ import annotations
 
 import os
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,7 +43,23 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins (https://lab.example.org) whose pages may call the API and open "
         "its streams; empty: none but the API's own (CORS closed)")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long a webhook receiver may take to answer")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="the whole of one webhook attempt (lookup, "
+                                           "connect, request, reply), however slowly the receiver answers")
+    webhook_claim_margin_seconds: float = Field(30.0, gt=0, description="a worker's claim on a webhook attempt "
+                                                "lasts its deadline plus this: no other worker sends it meanwhile")
+    webhook_max_reply_bytes: int = Field(65_536, ge=0, description="most bytes of a receiver's reply read (the rest "
+                                         "is not read; only the status counts)")
+    webhook_concurrency: int = Field(32, ge=1, description="webhook attempts in flight at once in each worker")
+    webhook_receiver_concurrency: int = Field(2, ge=1, description="of those, at most this many to one receiver "
+                                              "(scheme, host and port), so a slow receiver delays only itself")
+    webhook_allowed_destinations: str = Field(
+        "", description="comma-separated networks (10.20.0.0/16, ::1) and host names that webhooks may reach although "
+        "they are not public addresses; empty: public addresses only (loopback, private, link-local, metadata... "
+        "are refused)")
+    webhook_secrets_key: SecretStr | None = Field(
+        None, description="Fernet key(s) that encrypt the webhook signing secrets in the database, comma separated "
+        "(the first encrypts, all decrypt: rotation); default: the file DATA_DIR/webhook-secrets.key, made on first "
+        "use. Set it where the API and the workers do not share DATA_DIR")
     webhook_backoff_seconds: float = Field(10.0, gt=0, description="wait before a failed webhook's first retry; "
                                            "doubled after each further failure (at most an hour)")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts of one webhook delivery before it is given up")
@@ -67,6 +85,24 @@ class Settings(BaseSettings):
     raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
                                 "(rasters.json, for the dashboard's raster plot); 0: none")
 
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        """Each key is 32 bytes in URL-safe base64 (``Fernet.generate_key()``), or the service refuses to start."""
+        if value is None:
+            return None
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        for number, key in enumerate(keys, start=1):
+            try:
+                valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+            except (binascii.Error, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"key {number} is not a Fernet key (32 bytes in URL-safe base64)")
+        if not keys:
+            raise ValueError("no key given")
+        return value
+
     @property
     def job_memory_bytes(self) -> int:
         """The memory limit of each training child on this machine (``job_memory_mib``)."""
@@ -77,6 +113,15 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def webhook_claim_seconds(self) -> float:
+        """How long a claimed webhook attempt is held: longer than the attempt may take."""
+        return self.webhook_timeout_seconds + self.webhook_claim_margin_seconds
+
+    @property
+    def webhook_secrets_key_file(self) -> Path:
+        return self.data_dir / "webhook-secrets.key"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from hm2bp_core.spec import TrainingSpec
 
+from .egress import refuse_unsafe_webhook
 from .errors import Refused, field_path
 from .lifecycle import cancel, dataset_facts, dispatch, misfit, new_job
 from .services import Services
@@ -167,6 +168,7 @@ def create_sweep(services: Services, user_id: int, *, dataset: str, spec: Traini
                     pass
             raise Refused(f"{where}: {message}", field)
         specs.append((point, point_spec.to_dict()))
+    refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
     name = name or f"sweep of {facts.name} over {', '.join(grid)}"
     sweep_id = new_id("swp")
     jobs = [new_job(services, user_id, dataset=dataset, spec=resolved, tags=tags, webhook_url=webhook_url,

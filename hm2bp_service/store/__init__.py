@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from ..sealing import SecretBox
 from . import records, schema
 from .database import Database, make_engine, migrate
 from .datasets import Datasets, StorageLimit
@@ -49,18 +50,20 @@ __all__ = [
 class Store:
     """All reads and writes of the service's database, one repository per aggregate."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, box: SecretBox | None = None):
+        """``box`` opens the webhook signing secrets; a store without it (the CLI's token
+        commands) can do everything but read or make one."""
         self.db = Database(engine)
-        self.users = Users(self.db)
+        self.users = Users(self.db, box)
         self.datasets = Datasets(self.db)
         self.jobs = Jobs(self.db)
         self.events = Events(self.db)
-        self.webhooks = WebhookOutbox(self.db)
+        self.webhooks = WebhookOutbox(self.db, box)
         self.sweeps = Sweeps(self.db)
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(make_engine(url))
+    def from_url(cls, url: str, box: SecretBox | None = None) -> Store:
+        return cls(make_engine(url), box)
 
     @property
     def local(self) -> bool:

@@ -31,7 +31,7 @@ class UserRecord(_Record):
     id: int
     name: str
     created_at: datetime
-    webhook_secret: str | None
+    webhook_secret_sealed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,7 @@ class WebhookDeliveryRecord(_Record):
     id: str
     job_id: str
     url: str
+    receiver: str
     event: str
     body: str
     state: str

@@ -72,8 +72,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # signs the user's webhook deliveries (HMAC-SHA256); kept in clear because signing needs it
-    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True, default=new_webhook_secret)
+    # the key of the user's webhook signatures (HMAC-SHA256), encrypted (hm2bp_service.sealing):
+    # signing needs it back, so it cannot be hashed; made on first use
+    webhook_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Token(Base):
@@ -197,13 +198,16 @@ class Sweep(Base):
 
 class WebhookDelivery(Base):
     """One webhook notification of a job's terminal state (an outbox row written in the same
-    transaction as the state): ``body`` is the exact JSON sent on every attempt."""
+    transaction as the state): ``body`` is the exact JSON sent on every attempt; ``last_error`` a
+    short status (``HTTP 500``, ``timeout``, ``refused: private address``), never the receiver's words."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_event"),)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
+    # scheme://host:port of the url (hm2bp_service.egress.receiver_of): senders cap their attempts per receiver
+    receiver: Mapped[str] = mapped_column(String(512), default="")
     event: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), index=True)

@@ -2,7 +2,10 @@
 
 ``add_delivery`` runs in the transaction that ends the job, so there is exactly one delivery per
 terminal state and none is lost if the process dies right after. Senders claim an attempt with a
-conditional UPDATE, so any number of them may send without sending one attempt twice.
+conditional UPDATE that holds the row for longer than an attempt may last (the deadline plus a
+margin, ``Settings.webhook_claim_seconds``), so any number of them may send without sending one
+attempt twice; the outcome is recorded only by the claim's holder (``record_attempt`` matches the
+attempt number it claimed). The signing secret leaves the store in clear only through ``claim``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ..egress import receiver_of
+from ..sealing import InvalidToken, SecretBox
 from .database import Database, rowcount
 from .records import JobRecord, WebhookDeliveryRecord
-from .schema import Job, User, WebhookDelivery, new_id, new_webhook_secret, utcnow
+from .schema import Job, WebhookDelivery, new_id, utcnow
+from .users import webhook_secret_of
 
 PENDING, DELIVERED, GIVEN_UP = "pending", "delivered", "failed"
 # the job fields a delivery carries (a subset of GET /v1/jobs/{id}: no spec, no progress)
@@ -41,25 +47,30 @@ def add_delivery(session: Session, job_id: str) -> None:
     job = JobRecord.of(row)
     delivery_id, event = new_id("whd"), f"job.{job.state}"
     body = {"id": delivery_id, "type": event, "created_at": utcnow().isoformat(), "job": job_payload(job)}
-    session.add(WebhookDelivery(id=delivery_id, job_id=job.id, url=row.webhook_url, event=event,
+    session.add(WebhookDelivery(id=delivery_id, job_id=job.id, url=row.webhook_url,
+                                receiver=receiver_of(row.webhook_url), event=event,
                                 body=json.dumps(body, separators=(",", ":")), state=PENDING))
 
 
 class WebhookOutbox:
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, db: Database, box: SecretBox | None = None):
+        self.db, self.box = db, box
 
-    def due(self, limit: int = 20) -> list[WebhookDeliveryRecord]:
+    def due(self, limit: int = 20, skip_receivers: frozenset[str] = frozenset()) -> list[WebhookDeliveryRecord]:
+        """Pending deliveries whose next attempt is due, oldest first, none to ``skip_receivers``."""
+        query = select(WebhookDelivery).where(WebhookDelivery.state == PENDING,
+                                              WebhookDelivery.next_attempt_at <= utcnow())
+        if skip_receivers:
+            query = query.where(WebhookDelivery.receiver.not_in(sorted(skip_receivers)))
         with self.db.reading() as session:
-            return [WebhookDeliveryRecord.of(row) for row in session.scalars(
-                select(WebhookDelivery)
-                .where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= utcnow())
-                .order_by(WebhookDelivery.next_attempt_at).limit(limit))]
+            return [WebhookDeliveryRecord.of(row)
+                    for row in session.scalars(query.order_by(WebhookDelivery.next_attempt_at).limit(limit))]
 
-    def claim(self, delivery_id: str, hold_seconds: float) -> tuple[WebhookDeliveryRecord, str] | None:
+    def claim(self, delivery_id: str, hold_seconds: float) -> tuple[WebhookDeliveryRecord, str | None] | None:
         """Take a due delivery for one attempt (counted now; not due again for ``hold_seconds``,
-        so a sender that dies mid-attempt only delays it): the delivery and the secret that signs
-        it, or None when another process took it first."""
+        which must exceed the attempt's deadline, so a sender that dies mid-attempt only delays
+        it): the delivery (``attempts`` is this attempt's number) and the secret that signs it
+        (None when the service's key cannot open it), or None when another process took it first."""
         now = utcnow()
         with self.db.writing() as session:
             taken = rowcount(session.execute(
@@ -71,17 +82,18 @@ class WebhookOutbox:
             if not taken:
                 return None
             delivery = session.get_one(WebhookDelivery, delivery_id)  # the UPDATE above matched it
-            secret = session.scalar(select(User.webhook_secret).join(Job, Job.user_id == User.id)
-                                    .where(Job.id == delivery.job_id))
-            if secret is None:
-                secret = new_webhook_secret()
-                session.execute(update(User).where(User.id == select(Job.user_id).where(Job.id == delivery.job_id)
-                                                   .scalar_subquery()).values(webhook_secret=secret))
+            user_id = session.scalar(select(Job.user_id).where(Job.id == delivery.job_id))
+            try:
+                secret: str | None = webhook_secret_of(session, user_id, self.box) if user_id is not None else None
+            except InvalidToken:
+                secret = None
             return WebhookDeliveryRecord.of(delivery), secret
 
-    def record_attempt(self, delivery_id: str, *, delivered: bool, status: int | None, error: str | None,
-                       retry_in: float | None) -> None:
-        """The outcome of an attempt: delivered; due again in ``retry_in`` seconds; or (None) failed for good."""
+    def record_attempt(self, delivery_id: str, attempt: int, *, delivered: bool, status: int | None,
+                       error: str | None, retry_in: float | None) -> bool:
+        """The outcome of claimed attempt number ``attempt``: delivered; due again in ``retry_in``
+        seconds; or (None) failed for good. False (nothing written) when that claim is no longer
+        the delivery's latest: its outcome is not this sender's to record."""
         values: dict[str, Any] = {"last_status": status, "last_error": error}
         if delivered:
             values.update(state=DELIVERED, delivered_at=utcnow())
@@ -90,7 +102,11 @@ class WebhookOutbox:
         else:
             values.update(next_attempt_at=utcnow() + timedelta(seconds=retry_in))
         with self.db.writing() as session:
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
+            return rowcount(session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt,
+                       WebhookDelivery.state == PENDING)
+                .values(**values))) > 0
 
     def of_job(self, job_id: str) -> list[WebhookDeliveryRecord]:
         with self.db.reading() as session:

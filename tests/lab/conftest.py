@@ -1,7 +1,8 @@
 """One ``Cluster`` (tests/service/harness.py: its own redis-server, SQLite, the API) for the lab
 tests, with one worker started the way labs start them, ``hm2bp worker``; webhook retries and
 heartbeats are fast so the tests see them within seconds. A local HTTP receiver records what
-the service POSTs."""
+the service POSTs (on 127.0.0.1, which the cluster's allow-list permits: by default webhooks go
+to public addresses only, tests/security/test_webhook_egress.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def lab(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("lab"), webhook_backoff_seconds="0.5", webhook_poll_seconds="0.2",
                       webhook_max_attempts=str(WEBHOOK_MAX_ATTEMPTS), webhook_timeout_seconds="5",
                       worker_heartbeat_seconds="1", lease_seconds="10", sweep_seconds="1",
+                      webhook_allowed_destinations="127.0.0.1",  # the receivers below (the default refuses them)
                       no_extensions="1")  # the tensor loop: no C++ kernel build in the training children
     try:
         cluster.start_api()

@@ -129,8 +129,8 @@ def test_one_signed_delivery_per_terminal_state_with_retry(lab, receiver):
     assert json.loads(receiver.to("/failed")[0].body)["job"]["error"]["reason"] == "diverged"
 
     record = alice.get(f"/v1/jobs/{succeeded}/webhooks").json()["items"]
-    assert [(r["event"], r["state"], r["attempts"], r["last_status"]) for r in record] == \
-        [("job.succeeded", "delivered", 2, 200)]
+    assert [(r["event"], r["state"], r["attempts"], r["last_status"], r["last_error"]) for r in record] == \
+        [("job.succeeded", "delivered", 2, 200, None)]
     assert alice.get(f"/v1/jobs/{no_hook}/webhooks").json()["items"] == []
     assert bob.get(f"/v1/jobs/{succeeded}/webhooks").status_code == 404
 
@@ -138,5 +138,5 @@ def test_one_signed_delivery_per_terminal_state_with_retry(lab, receiver):
     gave_up = eventually(lambda: [r for r in alice.get(f"/v1/jobs/{unreachable}/webhooks").json()["items"]
                                   if r["state"] == "failed"], what="the unreachable delivery given up")
     assert gave_up[0]["attempts"] == WEBHOOK_MAX_ATTEMPTS and gave_up[0]["last_status"] is None
-    assert gave_up[0]["last_error"] and gave_up[0]["next_attempt_at"] is None
+    assert gave_up[0]["last_error"] == "connection failed" and gave_up[0]["next_attempt_at"] is None
     assert alice.get(f"/v1/jobs/{unreachable}").json()["state"] == "cancelled"
