@@ -30,6 +30,7 @@ Spiking::updateWeight keeps them (float32, 0.9f / 0.999f multiplied once per upd
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -179,13 +180,22 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return max_abs(a, b) / scale if scale > 0 else max_abs(a, b)
 
 
-def silent_updates(before: dict, after: dict, silent: np.ndarray, hidden: int) -> tuple[float, float]:
-    """max |update| of the incoming (rows of W_hidden) and outgoing (columns of W_output) weights of ``silent``."""
-    if not silent.any():
-        return 0.0, 0.0
-    d_in = (after["w_hidden"].reshape(hidden, -1) - before["w_hidden"].reshape(hidden, -1))[silent]
-    d_out = (after["w_output"].reshape(-1, hidden) - before["w_output"].reshape(-1, hidden))[:, silent]
-    return float(np.abs(d_in).max()), float(np.abs(d_out).max())
+def updates(before: dict, ours: dict, theirs: dict, mask: np.ndarray, hidden: int) -> dict[str, float]:
+    """For the hidden neurons in ``mask``: max |update| of their incoming weights (rows of W_hidden) and of
+    their outgoing weights (columns of W_output), ours and theirs, and max |ours - theirs| / max |theirs|."""
+    row: dict[str, float] = {}
+    for side, key, cut in (("in", "w_hidden", lambda m: m.reshape(hidden, -1)[mask]),
+                           ("out", "w_output", lambda m: m.reshape(-1, hidden)[:, mask])):
+        d_ours, d_theirs = cut(ours[key] - before[key]), cut(theirs[key] - before[key])
+        empty = d_ours.size == 0
+        row[f"{side}_ours"] = 0.0 if empty else float(np.abs(d_ours).max())
+        row[f"{side}_theirs"] = 0.0 if empty else float(np.abs(d_theirs).max())
+        row[f"{side}_rel"] = 0.0 if empty else rel(d_ours, d_theirs)
+    return row
+
+
+def stop(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -204,6 +214,8 @@ def main() -> None:
     if not args.driver.exists():
         raise SystemExit(f"{args.driver}: build it first (python benchmarks/authors_kernels/build.py --help)")
     torch.set_num_threads(1)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a background job starts with SIGINT ignored
+        signal.signal(signum, stop)
     trainer, indices = build(args)
     spec = trainer.spec
     hidden = spec.network.layers[0].units
@@ -229,11 +241,13 @@ def main() -> None:
     header_free = (f"{'n':>4} | free: {'max|dW_h|':>9} {'max|dW_o|':>9} {'fire_h!=':>8} {'fire_o!=':>8} "
                    f"{'silent o/t':>10} {'pred':>4}")
     header_sync = (f" | synced: {'grad_h':>7} {'grad_o':>7} {'upd_h':>7} {'upd_o':>7} {'fire!=':>6} {'silent':>6} "
-                   f"{'in: ours':>9} {'theirs':>9} {'out: ours':>9} {'theirs':>9} {'diff':>8}")
-    print(header_free * (free is not None) + header_sync * (synced is not None), flush=True)
-    worst = {"grad_h": 0.0, "grad_o": 0.0, "upd_h": 0.0, "upd_o": 0.0, "out_diff": 0.0, "in_diff": 0.0}
+                   f"{'in: ours':>9} {'theirs':>9} {'rel':>7} {'out: ours':>9} {'theirs':>9} {'rel':>7} {'cut':>4} "
+                   f"{'cut out: ours':>13} {'rel':>7}")
+    print(header_free if free is not None else f"{'n':>4}", end="")
+    print(header_sync if synced is not None else "", flush=True)
+    worst: dict[str, float] = {}
     fire_diff_total = 0
-    done = 0
+    done, last = 0, ""
     try:
         for n, index in enumerate(indices, start=1):
             x = trainer.encode("train", np.array([index]))
@@ -259,40 +273,42 @@ def main() -> None:
                 theirs = synced.step(raster, label, weight, ours)
                 assert isinstance(theirs["fire_hidden"], np.ndarray) and isinstance(theirs["fire_output"], np.ndarray)
                 silent = ours["fire_hidden"] == 0
-                o_in, o_out = silent_updates(before, ours, silent, hidden)
-                t_in, t_out = silent_updates(before, theirs, silent, hidden)
-                d_out = (ours["w_output"].reshape(-1, hidden) - theirs["w_output"].reshape(-1, hidden))[:, silent]
-                d_in = (ours["w_hidden"].reshape(hidden, -1) - theirs["w_hidden"].reshape(hidden, -1))[silent]
+                cut = np.abs(before["w_output"].reshape(-1, hidden)).max(0) < 1e-6  # no error reaches them
                 row = {"grad_h": rel(ours["wgrad_hidden"], theirs["wgrad_hidden"]),
                        "grad_o": rel(ours["wgrad_output"], theirs["wgrad_output"]),
                        "upd_h": rel(ours["w_hidden"] - before["w_hidden"], theirs["w_hidden"] - before["w_hidden"]),
                        "upd_o": rel(ours["w_output"] - before["w_output"], theirs["w_output"] - before["w_output"]),
-                       "out_diff": float(np.abs(d_out).max()) if silent.any() else 0.0,
-                       "in_diff": float(np.abs(d_in).max()) if silent.any() else 0.0}
+                       **{f"silent_{k}": v for k, v in updates(before, ours, theirs, silent, hidden).items()},
+                       **{f"cut_{k}": v for k, v in updates(before, ours, theirs, cut, hidden).items()}}
                 for key, value in row.items():
-                    worst[key] = max(worst[key], value)
+                    worst[key] = max(worst.get(key, 0.0), value)
                 fire = int((ours["fire_hidden"] != theirs["fire_hidden"]).sum() +
                            (ours["fire_output"] != theirs["fire_output"]).sum())
                 fire_diff_total += fire
                 if free is None:
                     cells += f"{n:>4}"
                 cells += (f" | synced: {row['grad_h']:>7.1e} {row['grad_o']:>7.1e} {row['upd_h']:>7.1e} "
-                          f"{row['upd_o']:>7.1e} {fire:>6} {int(silent.sum()):>6} {o_in:>9.2e} {t_in:>9.2e} "
-                          f"{o_out:>9.2e} {t_out:>9.2e} {max(row['out_diff'], row['in_diff']):>8.1e}")
-            if n == 1 or n == len(indices) or n % args.every == 0:
+                          f"{row['upd_o']:>7.1e} {fire:>6} {int(silent.sum()):>6} {row['silent_in_ours']:>9.2e} "
+                          f"{row['silent_in_theirs']:>9.2e} {row['silent_in_rel']:>7.1e} "
+                          f"{row['silent_out_ours']:>9.2e} "
+                          f"{row['silent_out_theirs']:>9.2e} {row['silent_out_rel']:>7.1e} {int(cut.sum()):>4} "
+                          f"{row['cut_out_ours']:>13.2e} {row['cut_out_rel']:>7.1e}")
+            shown = n == 1 or n == len(indices) or n % args.every == 0
+            if shown:
                 print(cells, flush=True)
-            done = n
-    except KeyboardInterrupt:  # kill -INT: stop early, still print the summary of the samples done
-        print(f"stopped after sample {done}", flush=True)
+            done, last = n, "" if shown else cells
+    except KeyboardInterrupt:  # kill -INT: stop early, still print the last row and the summary
+        print(f"{last}\nstopped after sample {done}" if last else f"stopped after sample {done}", flush=True)
     for side in (free, synced):
         if side is not None:
             side.close()
-    if synced is not None:
-        print(f"synced, worst over {done} samples: relative gradient difference hidden {worst['grad_h']:.1e}, "
-              f"output {worst['grad_o']:.1e}; relative update difference hidden {worst['upd_h']:.1e}, output "
-              f"{worst['upd_o']:.1e}; silent hidden neurons' weights after the update differ by at most "
-              f"{worst['in_diff']:.1e} (incoming), {worst['out_diff']:.1e} (outgoing); fire counts differing in "
-              f"total: {fire_diff_total}", flush=True)
+    if synced is not None and worst:
+        print(f"synced, worst over {done} samples: relative difference of the gradient: hidden {worst['grad_h']:.1e}, "
+              f"output {worst['grad_o']:.1e}; of the update: hidden {worst['upd_h']:.1e}, output {worst['upd_o']:.1e}; "
+              f"of the update of silent neurons' incoming weights {worst['silent_in_rel']:.1e}, outgoing "
+              f"{worst['silent_out_rel']:.1e}; of cut-off neurons' outgoing weights {worst['cut_out_rel']:.1e} (their "
+              f"largest update {worst['cut_out_ours']:.1e}); fire counts differing in total: {fire_diff_total}",
+              flush=True)
     if free is not None:
         w_h, w_o = theirs_free_w["w_hidden"].reshape(hidden, -1), theirs_free_w["w_output"].reshape(-1, hidden)
         ours_o = trainer.net.parameters[1].detach().cpu().numpy()
