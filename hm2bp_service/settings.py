@@ -60,8 +60,13 @@ class Settings(BaseSettings):
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
+    def sqlite_file(self) -> Path:
+        """The embedded mode's database file (used when no database_url is set)."""
+        return self.data_dir / "hm2bp.db"
+
+    @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'hm2bp.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_file.resolve()}"
 
     @property
     def artifacts_root(self) -> str:
