@@ -5,6 +5,7 @@
 2. Spawn the training child (``python -m worker.child``) and watch it: renew the lease every
    ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
    SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
+   Every ``RESOURCE_SECONDS`` it samples the child's CPU and memory into the job row (``resources``).
 3. Record the outcome: succeeded, cancelled, failed (deterministic faults, with the reason and
    the last log lines), or — when the child died without an outcome, a platform fault —
    ``lifecycle.requeue_or_give_up``.
@@ -23,7 +24,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+import psutil
 
 from hm2bp_service import lifecycle
 from hm2bp_service.services import Services
@@ -32,6 +36,39 @@ from hm2bp_service.store import JobRecord
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
+RESOURCE_SECONDS = 5.0  # how often a run's CPU and memory are sampled into its job row
+
+
+class ResourceSampler:
+    """CPU (percent of one core, since the last sample) and resident memory of a training child
+    and the processes it started, with psutil."""
+
+    def __init__(self, pid: int):
+        self.last = time.monotonic()  # the first sample comes RESOURCE_SECONDS after the start
+        self._processes: dict[int, psutil.Process] = {}
+        try:
+            self._root: psutil.Process | None = psutil.Process(pid)
+            self._root.cpu_percent(None)  # primes the counter: the first sample measures from here
+        except psutil.Error:
+            self._root = None
+
+    def sample(self) -> dict[str, Any] | None:
+        if self._root is None:
+            return None
+        try:
+            members = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        cpu = rss = 0.0
+        for member in members:
+            process = self._processes.setdefault(member.pid, member)
+            try:
+                cpu += process.cpu_percent(None)
+                rss += process.memory_info().rss
+            except psutil.Error:  # it ended between the listing and the reading
+                continue
+        return {"cpu_percent": round(cpu, 1), "rss_mib": round(rss / 2**20, 1),
+                "sampled_at": datetime.now(UTC).isoformat()}
 
 
 class Supervisor:
@@ -72,6 +109,7 @@ class Supervisor:
         received = b""
         renew_every = self.settings.lease_seconds / 6
         renewed = time.monotonic()
+        sampler = ResourceSampler(child.pid)
         cancelled_at: float | None = None
         grace = self.settings.cancel_grace_seconds
         try:
@@ -84,6 +122,7 @@ class Supervisor:
                     received += block
                     continue
                 now = time.monotonic()
+                self._sample_resources(sampler, now)
                 if now - renewed >= renew_every:
                     renewed = now
                     if self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
@@ -111,6 +150,18 @@ class Supervisor:
         if received:
             return json.loads(received)
         return {"status": "cancelled" if cancelled_at is not None else "lost", "exitcode": child.returncode}
+
+    def _sample_resources(self, sampler: ResourceSampler, now: float) -> None:
+        """Every RESOURCE_SECONDS: the run's CPU and memory into the job row (``resources``)."""
+        if now - sampler.last < RESOURCE_SECONDS:
+            return
+        sampler.last = now
+        sample = sampler.sample()
+        if sample is not None:
+            try:
+                self.store.jobs.record_resources(self.job_id, self.owner, sample)
+            except Exception:  # a lost sample is no reason to stop watching the run
+                log.warning("job %s: could not record its resources", self.job_id, exc_info=True)
 
     @staticmethod
     def _tell(child: subprocess.Popen, line: str) -> None:
