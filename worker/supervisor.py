@@ -23,6 +23,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,6 @@ class ResourceSampler:
     and the processes it started, with psutil."""
 
     def __init__(self, pid: int):
-        self.last = time.monotonic()  # the first sample comes RESOURCE_SECONDS after the start
         self._processes: dict[int, psutil.Process] = {}
         try:
             self._root: psutil.Process | None = psutil.Process(pid)
@@ -109,7 +109,7 @@ class Supervisor:
         received = b""
         renew_every = self.settings.lease_seconds / 6
         renewed = time.monotonic()
-        sampler = ResourceSampler(child.pid)
+        sampling = self._sample_resources(child.pid)
         cancelled_at: float | None = None
         grace = self.settings.cancel_grace_seconds
         try:
@@ -122,7 +122,6 @@ class Supervisor:
                     received += block
                     continue
                 now = time.monotonic()
-                self._sample_resources(sampler, now)
                 if now - renewed >= renew_every:
                     renewed = now
                     if self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
@@ -139,6 +138,7 @@ class Supervisor:
                 elif now - cancelled_at > grace:
                     self._signal(child, signal.SIGTERM)
         finally:
+            sampling.set()
             os.close(read_fd)
             try:
                 child.wait(10)
@@ -151,17 +151,25 @@ class Supervisor:
             return json.loads(received)
         return {"status": "cancelled" if cancelled_at is not None else "lost", "exitcode": child.returncode}
 
-    def _sample_resources(self, sampler: ResourceSampler, now: float) -> None:
-        """Every RESOURCE_SECONDS: the run's CPU and memory into the job row (``resources``)."""
-        if now - sampler.last < RESOURCE_SECONDS:
-            return
-        sampler.last = now
-        sample = sampler.sample()
-        if sample is not None:
-            try:
-                self.store.jobs.record_resources(self.job_id, self.owner, sample)
-            except Exception:  # a lost sample is no reason to stop watching the run
-                log.warning("job %s: could not record its resources", self.job_id, exc_info=True)
+    def _sample_resources(self, pid: int) -> threading.Event:
+        """From a thread of its own (so that it never delays the lease's renewal): every
+        RESOURCE_SECONDS the run's CPU and memory into the job row (``resources``), until the
+        returned event is set."""
+        done = threading.Event()
+        sampler = ResourceSampler(pid)
+
+        def sample() -> None:
+            while not done.wait(RESOURCE_SECONDS):
+                found = sampler.sample()
+                if found is None:
+                    return
+                try:
+                    self.store.jobs.record_resources(self.job_id, self.owner, found)
+                except Exception:  # a lost sample is no reason to stop sampling
+                    log.warning("job %s: could not record its resources", self.job_id, exc_info=True)
+
+        threading.Thread(target=sample, name=f"resources-{self.job_id}", daemon=True).start()
+        return done
 
     @staticmethod
     def _tell(child: subprocess.Popen, line: str) -> None:

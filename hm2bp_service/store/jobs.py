@@ -78,7 +78,8 @@ def insert_queued(connection: Connection, jobs: list[NewJob], reason: str) -> li
     for index, new in enumerate(jobs):
         at = now + timedelta(microseconds=index)
         values = {**asdict(new), "state": QUEUED.value, "event_seq": 1, "attempts": 0, "cancel_requested": False,
-                  "progress": None, "metrics": None, "error": None, "lease_owner": None, "lease_until": None,
+                  "progress": None, "resources": None, "metrics": None, "error": None, "lease_owner": None,
+                  "lease_until": None,
                   "dispatched_at": None, "created_at": at, "started_at": None, "finished_at": None}
         connection.execute(_INSERT_JOB, values)
         connection.execute(_INSERT_TRANSITION, {"job_id": new.id, "from_state": None, "to_state": QUEUED.value,
