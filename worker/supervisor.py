@@ -37,6 +37,7 @@ from hm2bp_service.store import JobRecord
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
+EXIT_SECONDS = 30.0  # how long a child that closed its outcome channel may take to exit before a SIGKILL
 RESOURCE_SECONDS = 5.0  # how often a run's CPU and memory are sampled into its job row
 
 
@@ -140,9 +141,7 @@ class Supervisor:
         finally:
             sampling.set()
             os.close(read_fd)
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
+            if not self._await_exit(child, EXIT_SECONDS):
                 self._signal(child, signal.SIGKILL)
                 child.wait()
             if child.stdin is not None:
@@ -150,6 +149,21 @@ class Supervisor:
         if received:
             return json.loads(received)
         return {"status": "cancelled" if cancelled_at is not None else "lost", "exitcode": child.returncode}
+
+    def _await_exit(self, child: subprocess.Popen, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the child to exit once it has closed its outcome channel,
+        renewing the lease meanwhile: a busy machine can take longer than a lease to tear down a
+        torch process, and the outcome must still be recorded by this supervisor."""
+        deadline = time.monotonic() + seconds
+        renew_every = self.settings.lease_seconds / 6
+        while True:
+            try:
+                child.wait(max(0.0, min(renew_every, deadline - time.monotonic())))
+                return True
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    return False
+                self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds)
 
     def _sample_resources(self, pid: int) -> threading.Event:
         """From a thread of its own (so that it never delays the lease's renewal): every
