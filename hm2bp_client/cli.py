@@ -1,6 +1,6 @@
-"""Client commands of ``hm2bp``: ``submit``, ``status``, ``logs``, ``cancel``, ``download``,
-``datasets upload``, ``sweep``, ``workers`` and ``webhook-secret``, registered on the main app by
-``register`` (called from ``api.cli``).
+"""Client commands of ``hm2bp``: ``submit``, ``jobs``, ``status``, ``logs``, ``cancel``, ``resume``,
+``download``, ``datasets upload|list|rm``, ``sweep``, ``workers`` and ``webhook-secret``, registered
+on the main app by ``register`` (called from ``api.cli``).
 
 Every command takes ``--url`` and ``--token`` (else ``HM2BP_URL`` / ``HM2BP_TOKEN``, else
 ``~/.config/hm2bp/config.toml``). Results go to stdout as JSON, progress to stderr. Exit codes of
