@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+PORT ?= 8000
+HOST ?= 127.0.0.1
+DATA_DIR ?= .hm2bp
 
 .PHONY: setup run lint test bench clean
 
@@ -24,9 +27,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# the service with embedded defaults: API + one worker + SQLite + an embedded Redis, data in .hm2bp/
+# the service with embedded defaults: API + one worker + SQLite + an embedded Redis, data in .hm2bp/;
+# another port, interface or data folder: make run PORT=8123 HOST=0.0.0.0 DATA_DIR=/srv/hm2bp
 run: setup
-	$(BIN)/hm2bp serve --data-dir .hm2bp
+	$(BIN)/hm2bp serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -17,12 +17,26 @@ app.add_typer(token_app, name="token")
 
 
 def _store(data_dir: str | None):
+    """The service's store, found as the service finds it: HM2BP_DATABASE_URL, else the SQLite file
+    of --data-dir / HM2BP_DATA_DIR, else of ./.hm2bp. Only a folder named that way (option or
+    environment) gets a new database; with neither, a missing ./.hm2bp/hm2bp.db is refused: the
+    command was run outside the folder where `hm2bp serve` runs (make run: the repository root),
+    and a token minted into a new database would be refused by the running service."""
     from hm2bp_service.settings import Settings
     from hm2bp_service.store import Store, migrate
 
     if data_dir is not None:
         os.environ["HM2BP_DATA_DIR"] = data_dir
     settings = Settings()
+    named = data_dir is not None or "HM2BP_DATA_DIR" in os.environ or settings.database_url
+    database = settings.sqlite_file
+    if not named and not database.exists():
+        typer.echo(f"error: no hm2bp database at {database.resolve()}. The service keeps it in its data folder "
+                   "(HM2BP_DATA_DIR, default ./.hm2bp of the folder where `hm2bp serve` runs; `make run` runs "
+                   "it in the repository root): run this command there, or pass --data-dir DIR (a new folder "
+                   "gets a new database).", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"database: {settings.sqlalchemy_url.split('@')[-1]}", err=True)
     migrate(settings.sqlalchemy_url)
     return Store.from_url(settings.sqlalchemy_url)
 

@@ -46,6 +46,8 @@ class Dataset(BaseModel):
                             "on the service first; see note)")
     note: str | None = Field(None, description="for a built-in not on the service yet: what its first job does, "
                              "or how to provide its files")
+    duplicate: bool = Field(False, description="in an upload's answer (200): the same file was uploaded before, "
+                            "and this is that earlier record, under its first name (one record per file)")
 
 
 class DatasetList(BaseModel):
@@ -69,6 +71,12 @@ class JobError(BaseModel):
     log_tail: list[str] = Field(default_factory=list)
 
 
+class Resources(BaseModel):
+    cpu_percent: float = Field(description="CPU use of the training process and its helpers, percent of one core")
+    rss_mib: float = Field(description="resident memory of the training process and its helpers, MiB")
+    sampled_at: str = Field(description="when it was sampled (ISO 8601, UTC)")
+
+
 class Job(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -80,6 +88,8 @@ class Job(BaseModel):
     tags: list[str]
     queue: str
     progress: dict[str, Any] | None = Field(description="the latest progress event (epoch, step, loss, ETA...)")
+    resources: Resources | None = Field(None, description="CPU and memory of the training process while it runs "
+                                        "(sampled every few seconds by its worker); null otherwise")
     metrics: dict[str, Any] | None = Field(
         description="summary: latest/best test accuracy; the final metrics once done")
     error: JobError | None

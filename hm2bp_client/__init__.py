@@ -6,6 +6,8 @@
         job = hm2bp.submit(spec, "builtin:digits")
         done = hm2bp.wait(job["id"])             # follows the event stream to the final state
         hm2bp.download(job["id"], "runs/" + job["id"])
+        mine = hm2bp.jobs(state="failed")           # newest first; hm2bp.resume(mine[0]["id"]) requeues one
+        epochs = hm2bp.metrics(job["id"])["epochs"] # per-epoch rows, state transitions, the paper's curves
         sweep = hm2bp.wait_sweep(hm2bp.submit_sweep(spec, "builtin:digits", {"training.lr": [1e-3, 5e-4]})["id"])
 
 A webhook receiver checks each delivery with ``verify_webhook(secret, headers, body)``.

@@ -1,6 +1,6 @@
-"""Client commands of ``hm2bp``: ``submit``, ``status``, ``logs``, ``cancel``, ``download``,
-``datasets upload``, ``sweep``, ``workers`` and ``webhook-secret``, registered on the main app by
-``register`` (called from ``api.cli``).
+"""Client commands of ``hm2bp``: ``submit``, ``jobs``, ``status``, ``logs``, ``cancel``, ``resume``,
+``download``, ``datasets upload|list|rm``, ``sweep``, ``workers`` and ``webhook-secret``, registered
+on the main app by ``register`` (called from ``api.cli``).
 
 Every command takes ``--url`` and ``--token`` (else ``HM2BP_URL`` / ``HM2BP_TOKEN``, else
 ``~/.config/hm2bp/config.toml``). Results go to stdout as JSON, progress to stderr. Exit codes of
@@ -12,6 +12,8 @@ the commands that follow a job to its end (``submit --wait``, ``logs -f``): 0 su
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,8 @@ EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 NIR_ARTIFACT = "model.nir"  # a succeeded job's network in NIR (hm2bp_core.nir_export)
+PROGRESS_PERCENT = 5.0  # off a terminal, a progress line each 5 % of the job...
+PROGRESS_SECONDS = 30.0  # ...or each 30 s, whichever comes first
 
 UrlOption = Annotated[str | None, typer.Option(
     "--url", help="service URL (default: HM2BP_URL, the config file, http://127.0.0.1:8000)", show_default=False)]
@@ -83,10 +87,36 @@ def format_event(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _echo_event(event: dict[str, Any], err: bool) -> None:
-    line = format_event(event)
-    if line is not None:
-        typer.echo(line, err=err)
+class EventPrinter:
+    """Prints a job's events as ``format_event`` lines. On a terminal every progress event is
+    shown; elsewhere (a log file, a Slurm output, a pipe) at a bounded rate: the first, then one
+    each PROGRESS_PERCENT of the whole job or PROGRESS_SECONDS, whichever comes first, and the
+    last of each epoch. State and log lines are always printed."""
+
+    def __init__(self, err: bool, interactive: bool | None = None):
+        self.err = err
+        stream = sys.stderr if err else sys.stdout
+        self.interactive = stream.isatty() if interactive is None else interactive
+        self._shown_at: float | None = None
+        self._shown_fraction = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["type"] == "progress" and not self.interactive and not self._due(event["data"]):
+            return
+        line = format_event(event)
+        if line is not None:
+            typer.echo(line, err=self.err)
+
+    def _due(self, data: dict[str, Any]) -> bool:
+        epochs, steps = max(int(data.get("epochs") or 1), 1), max(int(data.get("steps") or 1), 1)
+        step = int(data.get("step") or 0)
+        fraction = (int(data.get("epoch") or 1) - 1 + step / steps) / epochs
+        now = time.monotonic()
+        if (self._shown_at is not None and step < steps and fraction - self._shown_fraction < PROGRESS_PERCENT / 100
+                and now - self._shown_at < PROGRESS_SECONDS):
+            return False
+        self._shown_at, self._shown_fraction = now, fraction
+        return True
 
 
 def _summary(job_id: str | None, job: dict[str, Any] | None, error: str | None = None) -> str:
@@ -98,6 +128,52 @@ def _summary(job_id: str | None, job: dict[str, Any] | None, error: str | None =
     return json.dumps(line)
 
 
+def set_fields(spec: dict[str, Any], options: list[str]) -> dict[str, Any]:
+    """``spec`` with each ``FIELD=VALUE`` of ``options`` set (``training.epochs=5``,
+    ``network.layers[0].units=400``); values read as JSON where they are JSON, else as text.
+    The service validates the result (a 422 names a field that does not exist)."""
+    import copy
+
+    result = copy.deepcopy(spec)
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise HM2BPError(f"--set {option!r}: expected FIELD=VALUE (e.g. training.epochs=5)")
+        parts = [part for piece in key.replace("]", "").split(".") for part in piece.split("[")]
+        target: Any = result
+        for here, part in enumerate(parts):
+            last = here == len(parts) - 1
+            value = _grid_value(text.strip()) if last else None
+            if isinstance(target, list):
+                if not part.lstrip("-").isdigit() or not -len(target) <= int(part) < len(target):
+                    raise HM2BPError(f"--set {key}: {part!r} is not an index of the {len(target)} items there")
+                if last:
+                    target[int(part)] = value
+                else:
+                    target = target[int(part)]
+            elif isinstance(target, dict):
+                if last:
+                    target[part] = value
+                else:
+                    target = target.setdefault(part, [] if parts[here + 1].isdigit() else {})
+            else:
+                raise HM2BPError(f"--set {key}: {'.'.join(parts[:here])} is a value, not a section")
+    return result
+
+
+def _dataset_ref(client: Client, data: str) -> str:
+    """``--data``: a local file is uploaded first (or found uploaded before); its id."""
+    if data.startswith("builtin:") or not Path(data).is_file():
+        return data
+    record = client.upload_dataset(data)
+    if record.get("duplicate"):
+        typer.echo(f"{data} was uploaded before as {record['id']} ({record['name']!r}); using that", err=True)
+    else:
+        typer.echo(f"uploaded {data} as {record['id']}", err=True)
+    return record["id"]
+
+
 def submit(
     spec: Annotated[Path, typer.Argument(help="training spec file (JSON or YAML)")],
     data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), "
@@ -105,6 +181,12 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; "
                                                       "exit 0/1/2 for succeeded/failed/cancelled")] = False,
     name: Annotated[str | None, typer.Option(help="job name")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE over the spec file (repeat), "
+                                                   "e.g. --set training.epochs=5 --set network.layers[0].units=400")]
+    = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="a tag for the job (repeat for more)")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="POST a signed JSON message there when the job ends "
+                                                    "(check it with hm2bp_client.verify_webhook)")] = None,
     timeout: Annotated[float | None, typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -117,18 +199,15 @@ def submit(
     job_id = None
     try:
         with Client(url, token) as client:
-            body = read_spec(spec)
-            dataset = data
-            if not data.startswith("builtin:") and Path(data).is_file():
-                dataset = client.upload_dataset(data)["id"]
-                typer.echo(f"uploaded {data} as {dataset}", err=True)
-            job = client.submit(body, dataset, name=name)
+            body = set_fields(read_spec(spec), set_ or [])
+            dataset = _dataset_ref(client, data)
+            job = client.submit(body, dataset, name=name, tags=tag or None, webhook_url=webhook_url)
             job_id = job["id"]
             if not wait:
                 typer.echo(json.dumps({"id": job_id, "state": job["state"]}))
                 return
             typer.echo(f"submitted {job_id}", err=True)
-            final = client.wait(job_id, timeout=timeout, on_event=lambda event: _echo_event(event, err=True))
+            final = client.wait(job_id, timeout=timeout, on_event=EventPrinter(err=True))
     except HM2BPError as exc:
         typer.echo(f"error: {exc}", err=True)
         if wait:
@@ -160,13 +239,34 @@ def logs(
     """
     with _session(url, token) as client:
         if not follow:
-            for line in client.logs(job):
-                typer.echo(line["message"])
+            for line in history_lines(client, job):
+                typer.echo(line)
             return
+        show = EventPrinter(err=False)
         for event in client.events(job):
-            _echo_event(event, err=False)
+            show(event)
         state = client.job(job)["state"]
     raise typer.Exit(EXIT_BY_STATE[state])
+
+
+def history_lines(client: Client, job_id: str) -> list[str]:
+    """The job's log so far with its state changes among the lines, in time order, as ``logs -f``
+    shows them (``state: failed (the reason)``), and a failed job's error message last."""
+    transitions = client.metrics(job_id)["transitions"]
+    entries = [(t["at"], 0, format_event({"type": "state", "data": {"state": t["to_state"], "reason": t["reason"]}}))
+               for t in transitions]
+    entries += [(line["at"], 1, line["message"]) for line in client.logs(job_id)]
+    lines = [text for _, _, text in sorted(entries, key=lambda entry: (_instant(entry[0]), entry[1]))]
+    error = client.job(job_id).get("error")
+    if error and error.get("message") not in (transitions[-1]["reason"] if transitions else None,):
+        lines.append(f"error ({error.get('reason')}): {error.get('message')}")
+    return [line for line in lines if line is not None]
+
+
+def _instant(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def cancel(job: JobArgument, url: UrlOption = None, token: TokenOption = None) -> None:
@@ -196,9 +296,86 @@ def datasets_upload(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Upload a dataset; prints its record (its id is what `submit --data` takes)."""
+    """Upload a dataset; prints its record (its id is what `submit --data` takes).
+
+    The service keeps one record per file: uploading a file it already has (under any name)
+    stores nothing and returns the earlier record, with its first name and "duplicate": true, and
+    says so on stderr; `hm2bp datasets rm ID` first to upload it again under another name."""
     with _session(url, token) as client:
-        typer.echo(json.dumps(client.upload_dataset(file, name=name), indent=2))
+        record = client.upload_dataset(file, name=name)
+        if record.get("duplicate"):
+            typer.echo(f"note: {file} was uploaded before as {record['id']} ({record['name']!r}); nothing was "
+                       f"stored again and that record is kept (to rename it: hm2bp datasets rm {record['id']}, "
+                       "then upload again)", err=True)
+        typer.echo(json.dumps(record, indent=2))
+
+
+def datasets_rm(
+    dataset: Annotated[list[str], typer.Argument(help="uploaded dataset id(s), ds_...")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete uploaded datasets (refused while a job that has not ended uses one); prints each id."""
+    with _session(url, token) as client:
+        for dataset_id in dataset:
+            client.delete_dataset(dataset_id)
+            typer.echo(f"deleted {dataset_id}")
+
+
+def jobs(
+    state: Annotated[str | None, typer.Option(help="only jobs in this state (queued, running, succeeded, ...)")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="the job records as a JSON list")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List your jobs, newest first, one line each: id, state, progress or best test accuracy,
+    dataset, name, tags, created."""
+    if state is not None and state not in {s.value for s in JobState}:
+        typer.echo(f"error: --state {state!r}: one of {', '.join(s.value for s in JobState)}", err=True)
+        raise typer.Exit(CLIENT_ERROR_EXIT)
+    with _session(url, token) as client:
+        records = client.jobs(state=state, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    for job in records:
+        typer.echo("\t".join([job["id"], job["state"], _job_result(job), job["dataset"], job["name"],
+                              ",".join(job.get("tags") or []) or "-", job["created_at"][:19]]))
+
+
+def _job_result(job: dict[str, Any]) -> str:
+    best = (job.get("metrics") or {}).get("best_test_accuracy")
+    if best is not None:
+        return f"best {best:.4f}"
+    progress = job.get("progress") or {}
+    if job["state"] in ("running", "cancelling") and progress:
+        return f"epoch {progress.get('epoch')}/{progress.get('epochs')}"
+    return "-"
+
+
+def resume(
+    job: JobArgument,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end; "
+                                                      "exit 0/1/2 for succeeded/failed/cancelled")] = False,
+    timeout: Annotated[float | None, typer.Option(help="with --wait: give up (exit 3) after this many seconds")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Queue a cancelled or failed job again (same id): it continues from its last checkpoint.
+    Prints {"id", "state"}; with --wait it follows the job like `submit --wait`."""
+    with _session(url, token) as client:
+        # the end of its history so far (an ended job's stream ends there): --wait shows only what follows
+        seen = max((event["id"] for event in client.events(job)), default=0) if wait else 0
+        record = client.resume(job)
+        if not wait:
+            typer.echo(json.dumps({"id": record["id"], "state": record["state"]}))
+            return
+        typer.echo(f"resumed {job}", err=True)
+        final = client.wait(job, timeout=timeout, on_event=EventPrinter(err=True), after=seen)
+    typer.echo(_summary(job, final))
+    raise typer.Exit(EXIT_BY_STATE[final["state"]])
 
 
 def datasets_list(url: UrlOption = None, token: TokenOption = None) -> None:
@@ -274,10 +451,7 @@ def sweep(
     with _session(url, token) as client:
         body = read_spec(spec)
         points = parse_grid(grid)
-        dataset = data
-        if not data.startswith("builtin:") and Path(data).is_file():
-            dataset = client.upload_dataset(data)["id"]
-            typer.echo(f"uploaded {data} as {dataset}", err=True)
+        dataset = _dataset_ref(client, data)
         record = client.submit_sweep(body, dataset, points, name=name)
         if not wait:
             typer.echo(json.dumps(record, indent=2))
@@ -312,10 +486,11 @@ def webhook_secret(
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app`` (the ``hm2bp`` command)."""
-    for command in (submit, status, logs, cancel, download, sweep, workers):
+    for command in (submit, jobs, status, logs, cancel, resume, download, sweep, workers):
         app.command()(command)
     app.command("webhook-secret")(webhook_secret)
-    datasets_app = typer.Typer(no_args_is_help=True, help="The service's datasets: list, upload.")
+    datasets_app = typer.Typer(no_args_is_help=True, help="The service's datasets: list, upload, rm.")
     datasets_app.command("upload")(datasets_upload)
     datasets_app.command("list")(datasets_list)
+    datasets_app.command("rm")(datasets_rm)
     app.add_typer(datasets_app, name="datasets")

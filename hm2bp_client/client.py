@@ -32,6 +32,7 @@ STREAM_IDLE_SECONDS = 45.0  # the server sends a keep-alive comment every 15 s; 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # between attempts to reopen a stream; reset by each event
 UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)  # the server vets the whole file before answering
 LOG_PAGE = 1000  # the server's largest page of log lines
+JOB_PAGE = 500  # the server's largest page of jobs
 
 
 def is_final(event: Mapping[str, Any]) -> bool:
@@ -97,8 +98,9 @@ class Client:
     # -- datasets and jobs ----------------------------------------------------------------------
 
     def upload_dataset(self, path: str | Path, name: str | None = None, format: str | None = None) -> dict[str, Any]:
-        """Upload a dataset file (``.npz``, or a zip of IDX files); returns its record (the earlier
-        record when the same file was uploaded before). ``format`` is detected when omitted."""
+        """Upload a dataset file (``.npz``, or a zip of IDX files); returns its record. When the
+        same file was uploaded before, that earlier record (with its first name) and ``duplicate:
+        True``: one record per file. ``format`` is detected when omitted."""
         path = Path(path)
         fields = {key: value for key, value in (("name", name), ("format", format)) if value}
         try:
@@ -112,6 +114,29 @@ class Client:
         """The built-ins (with ``available`` and, when not, a ``note`` on how to provide them),
         then your uploads: ``{id, name, kind, input_shape, num_classes, num_train, num_test, ...}``."""
         return self._request("GET", "/v1/datasets").json()["items"]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete one of your uploads (refused while a job that has not ended uses it)."""
+        self._request("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}")
+
+    def jobs(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Your jobs, newest first (of one ``state`` when given; at most ``limit``, else all)."""
+        found: list[dict[str, Any]] = []
+        while limit is None or len(found) < limit:
+            size = JOB_PAGE if limit is None else min(JOB_PAGE, limit - len(found))
+            params: dict[str, Any] = {"limit": size, "offset": len(found)}
+            if state:
+                params["state"] = state
+            page = self._request("GET", "/v1/jobs", params=params).json()
+            found += page["items"]
+            if len(page["items"]) < size or len(found) >= page["total"]:
+                break
+        return found
+
+    def metrics(self, job_id: str) -> dict[str, Any]:
+        """The job's metrics: ``{epochs: [per-epoch rows], final, transitions: [{from_state,
+        to_state, reason, at}], reference}`` (reference: the authors' curves of a paper row, or None)."""
+        return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}/metrics").json()
 
     def submit(self, spec: Mapping[str, Any], dataset: str, name: str | None = None,
                idempotency_key: str | None = None, webhook_url: str | None = None,
@@ -135,6 +160,11 @@ class Client:
         ``cancelling`` while a run stops, unchanged if it had ended)."""
         return self._request("POST", f"/v1/jobs/{quote(job_id, safe='')}/cancel").json()
 
+    def resume(self, job_id: str) -> dict[str, Any]:
+        """Queue a cancelled or failed job again (the same job): it continues from its last
+        checkpoint; returns its record (state ``queued``). Any other state is an ``APIError`` (409)."""
+        return self._request("POST", f"/v1/jobs/{quote(job_id, safe='')}/resume").json()
+
     def logs(self, job_id: str) -> list[dict[str, Any]]:
         """All the job's log lines so far, oldest first: ``{id, at, message}``."""
         lines: list[dict[str, Any]] = []
@@ -152,6 +182,9 @@ class Client:
         out = Path(out_dir)
         job_path = f"/v1/jobs/{quote(job_id, safe='')}"
         listed = [item["name"] for item in self._request("GET", f"{job_path}/artifacts").json()["items"]]
+        if not listed:
+            raise HM2BPError(f"job {job_id} has no artifacts (it is {self.job(job_id)['state']}; a job's files "
+                             "appear with its first epoch's checkpoint, the model once it has succeeded)")
         missing = [name for name in names or [] if name not in listed]
         if missing:
             raise HM2BPError(f"job {job_id} has no artifact {', '.join(missing)} "
@@ -241,13 +274,15 @@ class Client:
         return self._follow(job_id, after or 0, deadline=None)
 
     def wait(self, job_id: str, timeout: float | None = None,
-             on_event: Callable[[dict[str, Any]], None] | None = None, poll_seconds: float = 2.0) -> dict[str, Any]:
+             on_event: Callable[[dict[str, Any]], None] | None = None, poll_seconds: float = 2.0,
+             after: int = 0) -> dict[str, Any]:
         """Block until the job ends and return its final record; ``on_event`` sees each event
-        from the first. ``WaitTimeout`` after ``timeout`` seconds. Without an event stream it
-        polls the job every ``poll_seconds`` (``on_event`` then sees nothing)."""
+        with id > ``after`` (from the first by default; a resumed job's waiter passes the id of
+        the last event before it resumed). ``WaitTimeout`` after ``timeout`` seconds. Without an
+        event stream it polls the job every ``poll_seconds`` (``on_event`` then sees nothing)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            for event in self._follow(job_id, 0, deadline):
+            for event in self._follow(job_id, after, deadline):
                 if on_event is not None:
                     on_event(event)
                 if is_final(event):

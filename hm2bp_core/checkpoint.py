@@ -68,9 +68,15 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return load_file(str(folder / "state.safetensors")), json.loads((folder / "state.json").read_text())
 
 
-def save_model(out_dir: Path, weights: dict[str, torch.Tensor], spec_json: str, metrics: dict[str, Any]) -> None:
+def save_model(out_dir: Path, weights: dict[str, torch.Tensor], spec_json: str, metrics: dict[str, Any],
+               dataset: dict[str, Any] | None = None) -> None:
+    """The model file (weights; the spec and, when known, the dataset it was trained on,
+    ``{"ref", "name", "sha256"}``, in its metadata), spec.json and metrics.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save_tensors(out_dir / MODEL_FILE, weights, metadata={"format": "hm2bp", "spec": spec_json})
+    metadata = {"format": "hm2bp", "spec": spec_json}
+    if dataset is not None:
+        metadata["dataset"] = json.dumps(dataset)
+    _atomic_save_tensors(out_dir / MODEL_FILE, weights, metadata=metadata)
     (out_dir / SPEC_FILE).write_text(spec_json)
     _atomic_write_json(out_dir / METRICS_FILE, metrics)
 
@@ -90,3 +96,16 @@ def load_model(model_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
         if spec_json is None:
             raise FileNotFoundError(f"{model_dir}: no {SPEC_FILE} and no spec in the model's metadata")
     return load_file(str(path)), spec_json
+
+
+def model_dataset(model_dir: Path) -> dict[str, Any] | None:
+    """The dataset a model folder's model file was trained on, ``{"ref", "name", "sha256"}``
+    (``ref``: ``builtin:NAME``, a file path, or a service dataset id), or None when not recorded."""
+    from safetensors import safe_open
+
+    path = model_dir / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no model file (expected {MODEL_FILE} from `hm2bp train`)")
+    with safe_open(str(path), "pt") as handle:
+        recorded = (handle.metadata() or {}).get("dataset")
+    return json.loads(recorded) if recorded else None

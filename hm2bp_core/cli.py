@@ -37,7 +37,7 @@ def train(
     data_dir: Annotated[Path | None, typer.Option(help="where built-in datasets are cached")] = None,
 ) -> None:
     """Train a spiking network with HM2-BP; writes OUT/model.safetensors, spec.json, metrics.json."""
-    from .data import DatasetError, load_dataset
+    from .data import DatasetError, load_dataset, provenance
     from .spec import load_spec
     from .train import TrainingDiverged
     from .train import train as run_training
@@ -46,7 +46,8 @@ def train(
         training_spec = load_spec(spec)
         dataset = load_dataset(data, data_dir=data_dir)
         metrics = run_training(training_spec, dataset, out, resume=resume, progress_bar=sys.stderr.isatty(),
-                               callback=lambda e: typer.echo(e["message"], err=True) if e["type"] == "log" else None)
+                               callback=lambda e: typer.echo(e["message"], err=True) if e["type"] == "log" else None,
+                               dataset_record=provenance(data, dataset))
     except ValidationError as exc:
         fail(f"invalid spec: {_spec_errors(exc)}")
     except (DatasetError, ValueError, OSError, TrainingDiverged) as exc:
@@ -58,20 +59,43 @@ def train(
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="folder written by `hm2bp train`")],
-    data: Annotated[str, typer.Option(help="dataset whose test split is evaluated")] = "builtin:digits",
+    data: Annotated[str | None, typer.Option(
+        help="dataset whose test split is evaluated (default: the one the model file records)",
+        show_default=False)] = None,
     data_dir: Annotated[Path | None, typer.Option(help="where built-in datasets are cached")] = None,
 ) -> None:
-    """Print the test accuracy of a trained model."""
-    from .data import DatasetError, load_dataset
+    """Print the test accuracy of a trained model, on the dataset it was trained on unless --data
+    names another; prints {"test_accuracy", "dataset"}."""
+    from .checkpoint import model_dataset
+    from .data import DatasetError, file_sha256, load_dataset
     from .train import evaluate as run_evaluation
 
     try:
-        accuracy = run_evaluation(model_dir, load_dataset(data, data_dir=data_dir))
+        recorded = model_dataset(model_dir)
+        ref = data or _recorded_dataset(model_dir, recorded)
+        if data is None and recorded and recorded.get("sha256") and file_sha256(ref) != recorded["sha256"]:
+            fail(f"{ref} has changed since {model_dir} was trained on it (sha256 {recorded['sha256'][:12]}...); "
+                 "pass --data to evaluate on it anyway")
+        accuracy = run_evaluation(model_dir, load_dataset(ref, data_dir=data_dir))
     except ValidationError as exc:
         fail(f"invalid spec in {model_dir}: {_spec_errors(exc)}")
     except (DatasetError, ValueError, OSError, KeyError) as exc:
         fail(str(exc))
-    typer.echo(json.dumps({"test_accuracy": accuracy}))
+    typer.echo(json.dumps({"test_accuracy": accuracy, "dataset": ref}))
+
+
+def _recorded_dataset(model_dir: Path, recorded: dict | None) -> str:
+    """The dataset reference ``evaluate`` uses without --data, or an error saying what to pass."""
+    if recorded is None:
+        fail(f"{model_dir}'s model file records no dataset (trained before models recorded it): pass --data")
+    assert recorded is not None
+    ref = str(recorded["ref"])
+    if ref.startswith("builtin:") or Path(ref).exists():
+        return ref
+    sha = f", sha256 {recorded['sha256']}" if recorded.get("sha256") else ""
+    fail(f"{model_dir} was trained on {ref} ({recorded.get('name')}{sha}), which is not a file here "
+         "(a service dataset, or a file moved since): pass --data with that file")
+    return ref
 
 
 kernels_app = typer.Typer(no_args_is_help=True, help="The compiled C++ CPU kernels.")
@@ -80,16 +104,18 @@ app.add_typer(kernels_app, name="kernels")
 
 @kernels_app.command("build")
 def kernels_build() -> None:
-    """Build the CPU kernels (or find them in HM2BP_KERNEL_CACHE) and load them; prints the module's
-    file. Exits 1 with the reason when they cannot be built (training would use the slower tensor code).
-    Images and cluster set-ups run this once, so no job waits for a compiler."""
-    from .kernels import build_cpu_kernels
+    """Build the CPU kernels (or find them in HM2BP_KERNEL_CACHE) and load them; prints
+    {"kernels", "module", "built"} (built: compiled now, not found in the cache). Exits 1 with the
+    reason when they cannot be built (training would use the slower tensor code). `make setup`,
+    images, `hm2bp serve` and every worker run this before taking jobs, so no job waits for a compiler."""
+    from .kernels import MODULE_FILE, build_cpu_kernels, build_dir
 
+    built = not (build_dir() / MODULE_FILE).exists()
     try:
         module = build_cpu_kernels()
     except Exception as exc:
         fail(f"the CPU kernels could not be built: {exc}")
-    typer.echo(json.dumps({"kernels": "cpu", "module": str(getattr(module, "__file__", ""))}))
+    typer.echo(json.dumps({"kernels": "cpu", "module": str(getattr(module, "__file__", "")), "built": built}))
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:

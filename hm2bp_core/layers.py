@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from .geometry import conv_output, pool_output
 from .kernels import for_tensor
 from .neuron import LIFParameters, LIFState, firing_threshold, lif_step_chunk
 from .spec import Hm2bp, Regularization
@@ -335,11 +336,11 @@ class ConvLayer(SpikingLayer):
                  stride: int = 1, padding: int = 0):
         super().__init__(weight, threshold, neuron, regularization)
         self.in_shape, self.stride, self.padding = in_shape, stride, padding
-        c, h, w = in_shape
         k = weight.shape[-1]
-        self.out_shape = (weight.shape[0], (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+        self.out_shape = conv_output(in_shape, weight.shape[0], k, stride, padding)
         if min(self.out_shape[1:]) < 1:
-            raise ValueError(f"a {k}x{k} kernel does not fit an input of {h}x{w} (padding {padding})")
+            raise ValueError(f"a {k}x{k} kernel does not fit an input of {in_shape[1]}x{in_shape[2]} "
+                             f"(padding {padding})")
 
     @property
     def units(self) -> int:
@@ -381,10 +382,9 @@ class PoolLayer:
     def __init__(self, threshold: float, neuron: LIFParameters, *, in_shape: tuple[int, int, int], size: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         self.threshold, self.neuron, self.in_shape, self.size = threshold, neuron, in_shape, size
-        c, h, w = in_shape
-        if h < size or w < size:
-            raise ValueError(f"a {size}x{size} pool does not fit an input of {h}x{w}")
-        self.out_shape = (c, h // size, w // size)
+        self.out_shape = pool_output(in_shape, size)
+        if min(self.out_shape[1:]) < 1:
+            raise ValueError(f"a {size}x{size} pool does not fit an input of {in_shape[1]}x{in_shape[2]}")
         self.dtype, self.device = dtype, torch.device(device)
 
     @property

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .geometry import layer_shapes
 from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer, SpikingLayer, spike_counts
 from .neuron import LIFParameters
 from .objective import count_error, lateral_factor, with_dummy_label_train
@@ -23,6 +24,12 @@ class BatchResult:
     cost: torch.Tensor  # B, the authors' dead-zone cost
     layer_counts: list[torch.Tensor]  # per layer, B x N spike counts
     gradients: list[torch.Tensor] | None = None  # per learnable layer (see .parameters), like its weight
+
+
+def maps(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``shape`` as C x H x W (``geometry.layer_shapes`` has checked that a conv or pool layer gets that)."""
+    channels, height, width = shape
+    return channels, height, width
 
 
 class SpikingNetwork:
@@ -41,20 +48,18 @@ class SpikingNetwork:
         dtype = getattr(torch, spec.training.precision)
         self.layers: list[SpikingLayer | PoolLayer] = []
         configs = spec.network.layers
+        layer_shapes(configs, shape)  # GeometryError naming the layer field when a conv or pool layer does not fit
         for k, cfg in enumerate(configs):
             is_output = k == len(configs) - 1
             layer: SpikingLayer | PoolLayer
             if cfg.type == "pool":
-                if len(shape) != 3:
-                    raise ValueError(f"network.layers[{k}]: a pool layer needs C x H x W input, got {shape}")
-                layer = PoolLayer(cfg.threshold, self.neuron, in_shape=shape, size=cfg.size, dtype=dtype, device=device)
+                layer = PoolLayer(cfg.threshold, self.neuron, in_shape=maps(shape), size=cfg.size, dtype=dtype,
+                                  device=device)
                 shape = layer.out_shape
             elif cfg.type == "conv":
-                if len(shape) != 3:
-                    raise ValueError(f"network.layers[{k}]: a conv layer needs C x H x W input, got {shape}")
                 weight = self._uniform((cfg.channels, shape[0], cfg.kernel, cfg.kernel), cfg.init_range, generator)
                 layer = ConvLayer(torch.nn.Parameter(weight.to(device, dtype)), cfg.threshold, self.neuron, reg,
-                                  in_shape=shape, stride=cfg.stride, padding=cfg.padding)
+                                  in_shape=maps(shape), stride=cfg.stride, padding=cfg.padding)
                 shape = layer.out_shape
             else:
                 fan_in = int(torch.tensor(shape).prod())  # dense layers flatten their input

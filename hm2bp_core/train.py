@@ -42,6 +42,8 @@ from .checkpoint import (
 )
 from .data import Dataset, DatasetFacts
 from .encoding import rate_encode
+from .geometry import layer_shapes
+from .kernels import kernel_path
 from .network import SpikingNetwork
 from .objective import logged_cost, predict
 from .spec import TrainingSpec
@@ -50,6 +52,7 @@ Callback = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
 SHUFFLE_SWAPS = 5000  # the authors' cuMatrixVector::shuffle
 ONLINE_BLOCK = 1000  # samples per entry of an epoch's train_accuracy_per_1000
+EVAL_REPORT_SECONDS = 30.0  # a log line this often while a test (or validation) pass runs
 
 
 class TrainingCancelled(Exception):
@@ -70,7 +73,9 @@ def resolve_device(name: str) -> torch.device:
 
 def check_fit(spec: TrainingSpec, dataset: DatasetFacts) -> None:
     """Raise ValueError naming the spec field when a dataset with these facts cannot be trained
-    with ``spec`` (``Dataset.facts()``; the service checks the facts it recorded at upload)."""
+    with ``spec`` (``Dataset.facts()``; the service checks the facts it recorded at upload): input
+    shape, classes, encoding, augmentation, and every conv and pool layer's window against the
+    shape that reaches it (``geometry.layer_shapes``)."""
     if spec.network.input_shape is not None and tuple(spec.network.input_shape) != tuple(dataset.input_shape):
         raise ValueError(
             f"network.input_shape is {list(spec.network.input_shape)} but the dataset's samples have shape "
@@ -88,6 +93,7 @@ def check_fit(spec: TrainingSpec, dataset: DatasetFacts) -> None:
                              f"{dataset.time_steps} steps")
     elif spec.encoding.kind != "rate":
         raise ValueError("encoding.kind must be 'rate' for a dataset of images")
+    layer_shapes(spec.network.layers, dataset.input_shape)  # conv/pool windows that fit what reaches them
     if spec.augmentation.enabled and (dataset.kind != "image" or len(dataset.input_shape) != 2):
         raise ValueError(f"augmentation.enabled needs 2-D images; the dataset has {dataset.kind} samples of "
                          f"shape {list(dataset.input_shape)}")
@@ -105,8 +111,9 @@ class Trainer:
 
     def __init__(self, spec: TrainingSpec, dataset: Dataset, out_dir: Path, *,
                  callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
-                 progress_bar: bool = False):
+                 progress_bar: bool = False, dataset_record: dict[str, Any] | None = None):
         check_fit(spec, dataset.facts())
+        self.dataset_record = dataset_record  # written into the model file (``checkpoint.save_model``)
         self.spec, self.dataset, self.out_dir = spec, dataset, Path(out_dir)
         self.callback = callback or (lambda _event: None)
         self.should_stop = should_stop or (lambda: False)
@@ -164,20 +171,29 @@ class Trainer:
                 self.order[a], self.order[b] = self.order[b], self.order[a]
 
     # ----------------------------------------------------------- evaluation
-    def predict(self, split: str, indices: np.ndarray) -> np.ndarray:
-        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``."""
+    def predict(self, split: str, indices: np.ndarray, report: str | None = None) -> np.ndarray:
+        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``. With
+        ``report`` (a label such as "epoch 3/20: test"), log lines say how far the pass is: one at
+        its start, then one every EVAL_REPORT_SECONDS, so a long test pass is never silent."""
         predicted = [np.zeros(0, dtype=np.int64)]
         size = max(self.spec.training.batch_size, 64)
+        if report is not None:
+            self.callback({"type": "log", "message": f"{report}: {len(indices)} samples"})
+        last = time.perf_counter()
         for start in range(0, len(indices), size):
             result = self.net.run(self.encode(split, indices[start:start + size]))
             predicted.append(predict(result.counts).cpu().numpy())
+            if report is not None and time.perf_counter() - last >= EVAL_REPORT_SECONDS:
+                last = time.perf_counter()
+                done = min(start + size, len(indices))
+                self.callback({"type": "log", "message": f"{report}: {done}/{len(indices)} samples"})
         return np.concatenate(predicted)
 
-    def evaluate(self, split: str, indices: np.ndarray) -> float:
+    def evaluate(self, split: str, indices: np.ndarray, report: str | None = None) -> float:
         """Accuracy on ``indices`` of ``split``; the test set's predictions are kept in ``test_predictions``."""
         if len(indices) == 0:
             return float("nan")
-        predicted = self.predict(split, indices)
+        predicted = self.predict(split, indices, report)
         if split == "test" and indices is self.test_indices:
             self.test_predictions = predicted
         return float((predicted == self.dataset.labels(split, indices).numpy()).mean())
@@ -272,15 +288,17 @@ class Trainer:
         if resume:
             self._restore()
         cfg = self.spec.training
+        self.callback({"type": "log", "message": kernel_path(self.device)})  # built/loaded here, outside epoch time
         if self.epoch:
             self.callback({"type": "log",
                            "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
         while self.epoch < cfg.epochs:
             row = self._train_epoch()
             self.train_seconds += row["seconds"]
-            row["test_accuracy"] = self.evaluate("test", self.test_indices)
+            where = f"epoch {row['epoch']}/{cfg.epochs}"
+            row["test_accuracy"] = self.evaluate("test", self.test_indices, report=f"{where}: testing")
             if len(self.val_indices):
-                row["val_accuracy"] = self.evaluate("train", self.val_indices)
+                row["val_accuracy"] = self.evaluate("train", self.val_indices, report=f"{where}: validating")
             self.epoch += 1
             self.history.append(row)
             self._checkpoint()
@@ -289,7 +307,7 @@ class Trainer:
                 f"epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.2f}, train {row['train_accuracy']:.4f}, "
                 f"test {row['test_accuracy']:.4f}, {row['seconds']:.1f} s")})
         metrics = self.metrics()
-        save_model(self.out_dir, self.net.state_dict(), self.spec.to_json(), metrics)
+        save_model(self.out_dir, self.net.state_dict(), self.spec.to_json(), metrics, dataset=self.dataset_record)
         return metrics
 
     def metrics(self) -> dict[str, Any]:
@@ -335,10 +353,11 @@ class Trainer:
 
 def train(spec: TrainingSpec, dataset: Dataset, out_dir: str | Path, *, callback: Callback | None = None,
           should_stop: Callable[[], bool] | None = None, resume: bool = False,
-          progress_bar: bool = False) -> dict[str, Any]:
-    """Train ``spec`` on ``dataset``; writes model.safetensors, spec.json, metrics.json and checkpoint/."""
+          progress_bar: bool = False, dataset_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``spec`` on ``dataset``; writes model.safetensors (recording ``dataset_record``, e.g.
+    ``data.provenance(ref, dataset)``), spec.json, metrics.json and checkpoint/."""
     trainer = Trainer(spec, dataset, Path(out_dir), callback=callback, should_stop=should_stop,
-                      progress_bar=progress_bar)
+                      progress_bar=progress_bar, dataset_record=dataset_record)
     return trainer.run(resume=resume)
 
 

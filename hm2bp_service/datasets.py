@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hm2bp_core.data import BUILTINS, Builtin, Dataset, DatasetError, DatasetFacts, load_dataset
 
@@ -93,6 +94,14 @@ def dataset_path(ref: str, store: Store, artifacts: ArtifactStore, settings: Set
     if record is None:
         raise DatasetError(f"dataset {ref!r} no longer exists")
     return artifacts.fetch(record.storage_key, settings.work_dir / record.storage_key)
+
+
+def provenance(ref: str, dataset: Dataset, store: Store) -> dict[str, Any]:
+    """What a job's model file records of its dataset: ``{"ref", "name", "sha256", "input_shape"}``
+    (the id the job names, the dataset's name, and for an upload the sha256 recorded when it was accepted)."""
+    record = None if ref.startswith(BUILTIN_PREFIX) else store.datasets.by_id(ref)
+    return {"ref": ref, "name": record.name if record else dataset.name, "sha256": record.sha256 if record else None,
+            "input_shape": list(dataset.input_shape)}
 
 
 def open_dataset(ref: str, store: Store, artifacts: ArtifactStore, settings: Settings) -> Dataset:

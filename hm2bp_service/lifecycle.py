@@ -1,4 +1,4 @@
-"""The lifecycle of a job, written once: submit, cancel, requeue or give up, terminal transitions.
+"""The lifecycle of a job, written once: submit, cancel, resume, requeue or give up, terminal transitions.
 
 Routes, the sweeper and the supervisor call these; the store makes each step a conditional
 transition, so racing callers (two sweepers, a sweeper and a returning worker, a cancel and a
@@ -26,7 +26,7 @@ from .admission import QueueFull, admit, live_workers, worker_slots
 from .datasets import UnknownDataset, facts_for
 from .dispatch import queue_for
 from .egress import refuse_unsafe_webhook
-from .errors import NotFound, Refused
+from .errors import Conflict, NotFound, Refused
 from .services import Services
 from .states import JobState
 from .store import Event, IdempotencyConflict, JobRecord, NewJob, QueueLimit, new_id
@@ -139,6 +139,35 @@ def cancel(services: Services, user_id: int, job_id: str) -> JobRecord | None:
             services.bus.push(event)
             break
     return jobs.by_id(job_id)
+
+
+# ---------------------------------------------------------------------- resume
+RESUMABLE = (CANCELLED, FAILED)
+
+
+def resume(services: Services, user_id: int, job_id: str) -> JobRecord:
+    """Queue a cancelled or failed job of ``user_id`` again, the same job (same id): its next run
+    continues from its last checkpoint (the last finished epoch), with a fresh attempt budget.
+    ``NotFound`` when it is not the user's, ``Conflict`` naming its state when it is not resumable,
+    and the dataset must still exist. The job leaves its terminal state only here."""
+    jobs = services.store.jobs
+    job = jobs.get(user_id, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    if job.state not in RESUMABLE:
+        raise Conflict(f"job {job_id} is {job.state}: only a cancelled or failed job can be resumed", "state")
+    dataset_facts(services, user_id, job.dataset)
+    values = {"error": None, "finished_at": None, "cancel_requested": False, "lease_owner": None,
+              "lease_until": None, "dispatched_at": None, "max_attempts": job.attempts + services.settings.max_attempts}
+    event = jobs.transition(job_id, QUEUED, f"resumed by the user after it was {job.state}; continues from its "
+                            "last checkpoint", expect=(job.state,), values=values)
+    if event is None:
+        raise Conflict(f"job {job_id} changed state while it was being resumed; look again", "state")
+    services.bus.push(event)
+    dispatch(services, job_id, job.queue)
+    record = jobs.by_id(job_id)
+    assert record is not None
+    return record
 
 
 # ---------------------------------------------------------------------- the end of a run

@@ -122,10 +122,13 @@ class Settings(BaseSettings):
     @property
     def webhook_secrets_key_file(self) -> Path:
         return self.data_dir / "webhook-secrets.key"
+    def sqlite_file(self) -> Path:
+        """The embedded mode's database file (used when no database_url is set)."""
+        return self.data_dir / "hm2bp.db"
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'hm2bp.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_file.resolve()}"
 
     @property
     def artifacts_root(self) -> str:

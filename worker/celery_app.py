@@ -13,11 +13,13 @@ one per GPU.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery, signals
 
 from hm2bp_service.dispatch import QUEUES, celery_config
+from hm2bp_service.kernels import prepare_cpu_kernels
 from hm2bp_service.services import get_services
 from hm2bp_service.settings import get_settings
 
@@ -25,6 +27,12 @@ from . import heartbeat, sweeper, webhooks
 
 app = Celery("hm2bp", broker=get_settings().celery_broker_url, include=["worker.tasks"])
 app.conf.update(celery_config(get_settings()))
+
+
+@signals.worker_init.connect
+def _prepare_kernels(**_: object) -> None:
+    """Before the worker consumes (and says "ready."): the CPU kernels built or found, logged."""
+    prepare_cpu_kernels(logging.getLogger("hm2bp.worker").warning)
 
 
 @signals.worker_process_init.connect

@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from hm2bp_service.datasets import open_dataset
+from hm2bp_service.datasets import open_dataset, provenance
 from hm2bp_service.niceness import carry_niceness_to_session
 from hm2bp_service.services import Services, get_services, job_key
 
@@ -158,7 +158,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
         spec = TrainingSpec.model_validate(job.spec)
         bus.publish(job_id, "log", {"message": f"attempt {job.attempts}: loading dataset {job.dataset}"})
         dataset = open_dataset(job.dataset, store, artifacts, settings)
-        trainer = Trainer(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set)
+        trainer = Trainer(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set,
+                          dataset_record=provenance(job.dataset, dataset, store))
         metrics = trainer.run(resume=True)
         write_diagnostics(trainer, Path(run_dir), settings.raster_samples)
         try:  # model.nir: the network for other simulators and hardware (docs/nir.md)

@@ -5,6 +5,7 @@
 2. Spawn the training child (``python -m worker.child``) and watch it: renew the lease every
    ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
    SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
+   Every ``RESOURCE_SECONDS`` it samples the child's CPU and memory into the job row (``resources``).
 3. Record the outcome: succeeded, cancelled, failed (deterministic faults, with the reason and
    the last log lines), or — when the child died without an outcome, a platform fault —
    ``lifecycle.requeue_or_give_up``.
@@ -28,8 +29,12 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+import psutil
 
 from hm2bp_service import lifecycle
 from hm2bp_service.admission import gib
@@ -40,6 +45,8 @@ from hm2bp_service.store import JobRecord
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
+EXIT_SECONDS = 30.0  # how long a child that closed its outcome channel may take to exit before a SIGKILL
+RESOURCE_SECONDS = 5.0  # how often a run's CPU and memory are sampled into its job row
 OOM_KILL_SHARE = 0.8  # a SIGKILL from outside at this share of the memory limit is taken as the OOM killer's
 
 
@@ -51,6 +58,37 @@ def oom_outcome(exitcode: int | None, peak_rss: int | None, limit: int, killed_h
     return {"status": "failed", "reason": "out_of_memory",
             "message": f"out of memory: the training process was killed at {gib(peak_rss)} (the worker allows "
                        f"{gib(limit)} per job): reduce training.batch_size, encoding.time_steps or the network's size"}
+
+
+class ResourceSampler:
+    """CPU (percent of one core, since the last sample) and resident memory of a training child
+    and the processes it started, with psutil."""
+
+    def __init__(self, pid: int):
+        self._processes: dict[int, psutil.Process] = {}
+        try:
+            self._root: psutil.Process | None = psutil.Process(pid)
+            self._root.cpu_percent(None)  # primes the counter: the first sample measures from here
+        except psutil.Error:
+            self._root = None
+
+    def sample(self) -> dict[str, Any] | None:
+        if self._root is None:
+            return None
+        try:
+            members = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        cpu = rss = 0.0
+        for member in members:
+            process = self._processes.setdefault(member.pid, member)
+            try:
+                cpu += process.cpu_percent(None)
+                rss += process.memory_info().rss
+            except psutil.Error:  # it ended between the listing and the reading
+                continue
+        return {"cpu_percent": round(cpu, 1), "rss_mib": round(rss / 2**20, 1),
+                "sampled_at": datetime.now(UTC).isoformat()}
 
 
 class Supervisor:
@@ -107,6 +145,7 @@ class Supervisor:
         received = b""
         renew_every = self.settings.lease_seconds / 6
         renewed = time.monotonic()
+        sampling = self._sample_resources(child.pid)
         cancelled_at: float | None = None
         grace = self.settings.cancel_grace_seconds
         try:
@@ -135,9 +174,10 @@ class Supervisor:
                 elif now - cancelled_at > grace:
                     self._signal(child, signal.SIGTERM)
         finally:
+            sampling.set()
             os.close(read_fd)
             try:
-                peak_rss = self._reap(child, 10)
+                peak_rss = self._reap(child, EXIT_SECONDS)
             except subprocess.TimeoutExpired:
                 self._signal(child, signal.SIGKILL)
                 peak_rss = self._reap(child, None)
@@ -172,6 +212,26 @@ class Supervisor:
                 renewed = now
                 self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds)
             time.sleep(0.05)
+
+    def _sample_resources(self, pid: int) -> threading.Event:
+        """From a thread of its own (so that it never delays the lease's renewal): every
+        RESOURCE_SECONDS the run's CPU and memory into the job row (``resources``), until the
+        returned event is set."""
+        done = threading.Event()
+        sampler = ResourceSampler(pid)
+
+        def sample() -> None:
+            while not done.wait(RESOURCE_SECONDS):
+                found = sampler.sample()
+                if found is None:
+                    return
+                try:
+                    self.store.jobs.record_resources(self.job_id, self.owner, found)
+                except Exception:  # a lost sample is no reason to stop sampling
+                    log.warning("job %s: could not record its resources", self.job_id, exc_info=True)
+
+        threading.Thread(target=sample, name=f"resources-{self.job_id}", daemon=True).start()
+        return done
 
     @staticmethod
     def _tell(child: subprocess.Popen, line: str) -> None:

@@ -57,12 +57,15 @@ def builtin_record(found: BuiltinStatus) -> schemas.Dataset:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Dataset, openapi_extra=UPLOAD_BODY,
              responses={200: {"model": schemas.Dataset, "description": "the same file was uploaded before"}, **ERRORS})
 async def upload_dataset(request: Request, response: Response, user: UserDep, services: ServicesDep):
-    """Upload a dataset file; 201 with its record, or 200 with the earlier record of the same file."""
+    """Upload a dataset file; 201 with its record, or 200 with the earlier record of the same file
+    (``duplicate: true``; it keeps its first name: one record per file and user, whatever name the
+    new upload asked for)."""
     upload = await receive_upload(request, services.settings)
     row, created = await asyncio.to_thread(accept_upload, services, user.id, upload)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return record(row)
+    if created:
+        return record(row)
+    response.status_code = status.HTTP_200_OK
+    return record(row).model_copy(update={"duplicate": True})
 
 
 @router.get("", response_model=schemas.DatasetList, responses=ERRORS)

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit (validated and fit-checked before queueing), list, read, cancel,
+"""``/v1/jobs``: submit (validated and fit-checked before queueing), list, read, cancel, resume,
 metrics, logs and artifacts."""
 
 from __future__ import annotations
@@ -70,6 +70,14 @@ async def cancel_job(job: JobDep, user: UserDep, services: ServicesDep, request:
     """Cancel: a queued job ends at once; a running one becomes ``cancelling`` and stops within
     seconds; a job that has ended is returned unchanged."""
     return job_record(await writer_thread(request, lifecycle.cancel, services, user.id, job.id))
+
+
+@router.post("/{job_id}/resume", response_model=schemas.Job,
+             responses={**ERRORS, 409: {"model": schemas.ErrorBody}})
+async def resume_job(job: JobDep, user: UserDep, services: ServicesDep, request: Request) -> schemas.Job:
+    """Queue a cancelled or failed job again (same id); its run continues from its last
+    checkpoint. 409 naming the state for a job in any other state."""
+    return job_record(await writer_thread(request, lifecycle.resume, services, user.id, job.id))
 
 
 @router.get("/{job_id}/metrics", response_model=schemas.Metrics, responses=ERRORS)

@@ -8,8 +8,10 @@ or a zip of them, gz or not), and the built-ins of :mod:`hm2bp_core.data.builtin
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from .builtin import BUILTINS, Builtin
 from .dataset import Dataset, DatasetError, DatasetFacts
@@ -21,8 +23,27 @@ from .npz import read_npz
 
 __all__ = [
     "Dataset", "DatasetError", "SpikeRaster", "load_dataset", "read_idx", "read_idx_dataset", "read_npz",
-    "read_nmnist", "read_emnist", "BUILTINS", "Builtin", "DatasetFacts",
+    "read_nmnist", "read_emnist", "BUILTINS", "Builtin", "DatasetFacts", "file_sha256", "provenance",
 ]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(ref: str | Path, dataset: Dataset) -> dict[str, Any]:
+    """What a model records of the dataset it was trained on: ``{"ref", "name", "sha256",
+    "input_shape"}``; the sha256 of a dataset file (None for a built-in or a folder)."""
+    text = str(ref)
+    path = Path(text)
+    sha = file_sha256(path) if not text.startswith("builtin:") and path.is_file() else None
+    return {"ref": text if text.startswith("builtin:") or not path.exists() else str(path.resolve()),
+            "name": dataset.name, "sha256": sha, "input_shape": list(dataset.input_shape)}
 
 
 def load_dataset(ref: str | Path, *, data_dir: str | Path | None = None) -> Dataset:

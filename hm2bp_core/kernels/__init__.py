@@ -44,6 +44,7 @@ def _cpu_key() -> bytes:
 
 
 SOURCE = Path(__file__).with_name("cpu.cpp")
+MODULE_FILE = "hm2bp_cpu.so"  # what torch's loader builds in the cache folder
 
 
 def build_dir() -> Path:
@@ -66,7 +67,7 @@ def build_cpu_kernels() -> ModuleType:
     with open(build / "builder.lock", "w") as turn:
         fcntl.flock(turn, fcntl.LOCK_EX)  # one builder at a time; released by the kernel if it dies
         (build / "lock").unlink(missing_ok=True)  # torch's baton: with our turn held, any left is stale
-        fresh = not (build / "hm2bp_cpu.so").exists()
+        fresh = not (build / MODULE_FILE).exists()
         if fresh:
             log.warning("hm2bp: building the C++ CPU kernels into %s (once per environment; about a minute)", build)
         started = time.monotonic()
@@ -77,16 +78,39 @@ def build_cpu_kernels() -> ModuleType:
         return module
 
 
+_why_not: list[str] = []  # why cpu_kernels() returned None, once it has
+
+
 @functools.cache
 def cpu_kernels() -> ModuleType | None:
     """The kernels module, or None (disabled, or the build failed: then the tensor code runs)."""
     if os.environ.get("HM2BP_NO_EXTENSIONS") == "1":
+        _why_not.append("HM2BP_NO_EXTENSIONS=1")
         return None
     try:
         return build_cpu_kernels()
     except Exception as exc:  # no compiler, no ninja, read-only cache: fall back, loudly
         log.warning("hm2bp: the C++ kernels could not be built (%s); using the (slower) tensor code", exc)
+        _why_not.append(f"the build failed: {exc}")
         return None
+
+
+def kernel_path(device) -> str:
+    """Which code a run on ``device`` (a ``torch.device``) uses, as one log line; loads (or builds)
+    the CPU kernels now, so that a trainer calling this before its first epoch never counts a build
+    as training time."""
+    if device.type != "cpu":
+        return f"kernels: the tensor code on {device} (torch {_torch_version()})"
+    module = cpu_kernels()
+    if module is None:
+        return f"kernels: the tensor code on the CPU ({_why_not[-1] if _why_not else 'no compiled kernels'})"
+    return f"kernels: the compiled C++ CPU kernels, {getattr(module, '__file__', build_dir())}"
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def for_tensor(tensor) -> ModuleType | None:

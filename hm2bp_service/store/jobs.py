@@ -103,7 +103,8 @@ def insert_queued(connection: Connection, jobs: list[NewJob], reason: str) -> li
     for index, new in enumerate(jobs):
         at = now + timedelta(microseconds=index)
         values = {**asdict(new), "state": QUEUED.value, "event_seq": 1, "attempts": 0, "cancel_requested": False,
-                  "progress": None, "metrics": None, "error": None, "lease_owner": None, "lease_until": None,
+                  "progress": None, "resources": None, "metrics": None, "error": None, "lease_owner": None,
+                  "lease_until": None,
                   "dispatched_at": None, "created_at": at, "started_at": None, "finished_at": None}
         connection.execute(_INSERT_JOB, values)
         connection.execute(_INSERT_TRANSITION, {"job_id": new.id, "from_state": None, "to_state": QUEUED.value,
@@ -267,6 +268,8 @@ class Jobs:
         leased by it; with ``lease_expired``, only while its lease is expired); store the
         transition and a ``state`` event. None when nothing changed."""
         fields: dict[str, Any] = {"state": to_state, **(values or {})}
+        if to_state not in LEASED:
+            fields["resources"] = None  # sampled from a run; there is none now
         if to_state in TERMINAL:
             fields.update(finished_at=utcnow(), lease_owner=None, lease_until=None)
         with self.db.writing() as session:
@@ -341,6 +344,12 @@ class Jobs:
     def record_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         with self.db.writing() as session:
             session.execute(update(Job).where(Job.id == job_id).values(progress=progress))
+
+    def record_resources(self, job_id: str, owner: str, resources: dict[str, Any]) -> None:
+        """The run's latest CPU/memory sample, kept only while ``owner`` holds the job's lease."""
+        with self.db.writing() as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state.in_(LEASED))
+                            .values(resources=resources))
 
     def record_epoch(self, job_id: str, row: dict[str, Any]) -> None:
         """Store an epoch's metrics (overwriting a row of the same epoch) and the job's summary."""

@@ -65,6 +65,7 @@ class JobRecord(_Record):
     queue: str
     state: JobState
     progress: dict[str, Any] | None
+    resources: dict[str, Any] | None
     metrics: dict[str, Any] | None
     error: dict[str, Any] | None
     attempts: int

@@ -132,6 +132,7 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), index=True)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # of the run, while it runs
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

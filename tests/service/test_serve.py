@@ -36,7 +36,7 @@ def test_serve_runs_a_job_with_embedded_redis_and_cleans_up(tmp_path, api_worker
                               "--workers", str(api_workers)],
                              env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # kernels checked and the worker up before the token is shown
         while not re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text()):
             assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
