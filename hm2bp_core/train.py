@@ -13,7 +13,9 @@ Epoch metrics: ``train_accuracy`` is the online accuracy, as the authors log it:
 sample's prediction from its own forward pass, before its update, over the epoch's samples;
 ``train_accuracy_per_1000`` the same per consecutive block of ONLINE_BLOCK samples (the last block
 may be shorter); ``loss`` the mean dead-zone cost, ``logged_loss`` the authors' logged cost (with
-the dummy label train counted, ``objective.logged_cost``).
+the dummy label train counted, ``objective.logged_cost``); ``activation_sparsity``,
+``synaptic_operations`` (per sample) and ``spikes_per_sample`` (per layer) NeuroBench's metrics of
+the epoch's test-set evaluation (``spiking_metrics``).
 
 Everything random comes from the run's seed: the initial weights, a numpy generator for the
 sample order and split (its state is checkpointed), and per-sample spike trains seeded by
@@ -45,6 +47,7 @@ from .encoding import rate_encode
 from .network import SpikingNetwork
 from .objective import logged_cost, predict
 from .spec import TrainingSpec
+from .spiking_metrics import SpikingMeter
 
 Callback = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
@@ -164,20 +167,24 @@ class Trainer:
                 self.order[a], self.order[b] = self.order[b], self.order[a]
 
     # ----------------------------------------------------------- evaluation
-    def predict(self, split: str, indices: np.ndarray) -> np.ndarray:
-        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``."""
+    def predict(self, split: str, indices: np.ndarray, meter: SpikingMeter | None = None) -> np.ndarray:
+        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``; each
+        batch's spikes are added to ``meter`` when given."""
         predicted = [np.zeros(0, dtype=np.int64)]
         size = max(self.spec.training.batch_size, 64)
         for start in range(0, len(indices), size):
-            result = self.net.run(self.encode(split, indices[start:start + size]))
+            inputs = self.encode(split, indices[start:start + size])
+            result = self.net.run(inputs)
+            if meter is not None:
+                meter.add(inputs, result.layer_counts)
             predicted.append(predict(result.counts).cpu().numpy())
         return np.concatenate(predicted)
 
-    def evaluate(self, split: str, indices: np.ndarray) -> float:
+    def evaluate(self, split: str, indices: np.ndarray, meter: SpikingMeter | None = None) -> float:
         """Accuracy on ``indices`` of ``split``; the test set's predictions are kept in ``test_predictions``."""
         if len(indices) == 0:
             return float("nan")
-        predicted = self.predict(split, indices)
+        predicted = self.predict(split, indices, meter)
         if split == "test" and indices is self.test_indices:
             self.test_predictions = predicted
         return float((predicted == self.dataset.labels(split, indices).numpy()).mean())
@@ -278,7 +285,9 @@ class Trainer:
         while self.epoch < cfg.epochs:
             row = self._train_epoch()
             self.train_seconds += row["seconds"]
-            row["test_accuracy"] = self.evaluate("test", self.test_indices)
+            meter = SpikingMeter(self.net.layers)
+            row["test_accuracy"] = self.evaluate("test", self.test_indices, meter)
+            row.update(meter.summary())
             if len(self.val_indices):
                 row["val_accuracy"] = self.evaluate("train", self.val_indices)
             self.epoch += 1

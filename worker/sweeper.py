@@ -3,7 +3,9 @@
 Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was lost) and applies
 ``lifecycle.requeue_or_give_up`` to each (a ``cancelling`` one becomes ``cancelled``, one with
 attempts left goes back to ``queued`` and is dispatched again, the others fail); and
-(2) dispatches queued jobs whose message was never sent (the broker was down at submission).
+(2) dispatches queued jobs whose message was never sent (the broker was down at submission); and
+(3) advances every open search (``sweeps.advance``: its next trials, or done), so a search goes on
+after its worker or the API restarted.
 Every change is a conditional update, so any number of workers may sweep at once.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from hm2bp_service import lifecycle
+from hm2bp_service import lifecycle, sweeps
 from hm2bp_service.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class Sweeper(threading.Thread):
                                          lease_expired=True)
         for job in jobs.undispatched(older_than=self.services.settings.sweep_seconds):
             lifecycle.dispatch(self.services, job.id, job.queue)
+        for sweep in self.services.store.sweeps.open_searches():
+            sweeps.advance(self.services, sweep.id)
 
 
 def start(services: Services) -> None:
