@@ -174,7 +174,7 @@ class WebhookDelivery(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str = Field(description="also sent as X-HM2BP-Delivery; the same on every retry")
-    event: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    event: str = Field(description="job.succeeded, job.failed, job.cancelled or job.pruned")
     url: str
     state: Literal["pending", "delivered", "failed"]
     attempts: int

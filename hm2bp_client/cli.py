@@ -24,7 +24,7 @@ from hm2bp_service.states import JobState
 from .client import Client
 from .errors import HM2BPError
 
-EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2}
+EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2, JobState.PRUNED: 2}
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 NIR_ARTIFACT = "model.nir"  # a succeeded job's network in NIR (hm2bp_core.nir_export)
@@ -112,7 +112,8 @@ def submit(
     """Submit a training job; prints {"id", "state"}.
 
     With --wait it follows the job: progress on stderr, and the last line on stdout is
-    {"id", "state", "best_test_accuracy"}; exit 0 succeeded, 1 failed, 2 cancelled, 3 client error.
+    {"id", "state", "best_test_accuracy"}; exit 0 succeeded, 1 failed, 2 cancelled (or pruned by its
+    search), 3 client error.
     """
     job_id = None
     try:
