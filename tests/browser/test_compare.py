@@ -14,7 +14,7 @@ from service.harness import REPO
 
 from .conftest import TINY_SPEC, sign_in
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # each training child starts slowly on a loaded machine
 DOCS_IMG = REPO / "docs" / "img"
 TRACES = "(id) => (document.getElementById(id).data || []).length"
 # learns within an epoch; threshold 500 silences the hidden layer (chance accuracy), so it is pruned
@@ -22,7 +22,7 @@ SEARCH_SPEC = {"network": {"layers": [{"type": "dense", "units": 40, "threshold"
                                       {"type": "dense", "units": 10, "threshold": 5}]},
                "encoding": {"time_steps": 150},
                "training": {"epochs": 3, "batch_size": 8, "max_train_samples": 200, "max_test_samples": 60}}
-SPACE = {"training.lr": {"low": 1.5e-2, "high": 3e-2, "log": True},
+SPACE = {"training.lr": {"low": 1.8e-2, "high": 2.2e-2},
          "network.layers[0].threshold": {"choices": [5, 500]}}
 
 
@@ -34,13 +34,15 @@ def docs_screenshot(page, name: str) -> None:
 
 def test_compare_two_finished_jobs(page, dashboard):
     specs = [copy.deepcopy(TINY_SPEC) for _ in range(2)]
+    for spec in specs:
+        spec["training"]["epochs"] = 2
     specs[1]["training"]["lr"] = 0.003
     specs[1]["network"]["layers"][0]["threshold"] = 4
     with dashboard.client() as client:
         ids = [client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": spec, "name": f"compare {k + 1}"})
                .json()["id"] for k, spec in enumerate(specs)]
     for job_id in ids:
-        assert dashboard.wait_for(job_id, {"succeeded", "failed", "cancelled"}, 240)["state"] == "succeeded"
+        assert dashboard.wait_for(job_id, {"succeeded", "failed", "cancelled"}, 600)["state"] == "succeeded"
 
     sign_in(page, dashboard)
     assert "disabled" in page.get_attribute("#compare-selected", "class")
@@ -58,12 +60,12 @@ def test_compare_two_finished_jobs(page, dashboard):
             for row in page.query_selector_all("#compare-diff-table tbody tr[data-field]")}
     assert diff == {"network.layers[0].threshold": ["5", "4"], "training.lr": ["0.001", "0.003"]}
     figures = page.query_selector_all("#compare-figures-table tbody tr[data-row='epochs'] td")
-    assert [cell.text_content() for cell in figures] == ["3 / 3", "3 / 3"]
+    assert [cell.text_content() for cell in figures] == ["2 / 2", "2 / 2"]
     sparsity = [cell.text_content() for cell in
                 page.query_selector_all("#compare-figures-table tbody tr[data-row='activation sparsity'] td")]
     assert all(0 < float(value) < 1 for value in sparsity), sparsity
     page.wait_for_function(f"() => ({TRACES})('compare-test_accuracy') === 2")
-    assert page.evaluate("() => document.getElementById('compare-test_accuracy').data.map(t => t.x.length)") == [3, 3]
+    assert page.evaluate("() => document.getElementById('compare-test_accuracy').data.map(t => t.x.length)") == [2, 2]
     assert page.evaluate(f"() => ({TRACES})('compare-firing_rates')") == 4  # 2 jobs x 2 layers
     assert page.evaluate(f"() => ({TRACES})('compare-synaptic_operations')") == 2
     docs_screenshot(page, "compare.png")
@@ -104,11 +106,11 @@ def test_running_sweep_shows_a_pruned_trial_and_is_cancelled(page, dashboard):
     assert page.text_content("#sweep-state") == "active"
 
     # the second trial (the silent network) falls behind the first after one epoch and is pruned
-    page.wait_for_selector("#sweep-table tr[data-state='pruned']", timeout=300_000)
+    page.wait_for_selector("#sweep-table tr[data-state='pruned']", timeout=600_000)
     reason = page.text_content("#sweep-table tr[data-state='pruned'] .reason")
     assert "pruned after epoch 1" in reason and "below the median" in reason
     page.wait_for_selector("#sweep-table tr[data-state='running'], #sweep-table tr[data-state='queued']",
-                           timeout=60_000)  # the search goes on with its third trial
+                           timeout=120_000)  # the search goes on with its third trial
     best = page.get_attribute("#sweep-table tr.best", "data-state")
     assert best == "succeeded" and "Best so far" in page.text_content("#sweep-best")
     page.wait_for_function("() => (document.getElementById('sweep-parcoords').data || [{}])[0].type === 'parcoords'")
@@ -120,7 +122,7 @@ def test_running_sweep_shows_a_pruned_trial_and_is_cancelled(page, dashboard):
     docs_screenshot(page, "sweep.png")
 
     page.click("#sweep-cancel")
-    page.wait_for_function("() => document.getElementById('sweep-state').textContent === 'done'", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('sweep-state').textContent === 'done'", timeout=300_000)
     with dashboard.client() as client:
         sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
     assert sweep["counts"].get("pruned") == 1 and sweep["counts"].get("cancelled", 0) >= 1
