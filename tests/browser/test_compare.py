@@ -14,7 +14,7 @@ from service.harness import REPO
 
 from .conftest import TINY_SPEC, sign_in
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # each training child starts slowly on a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # each training child starts slowly on a loaded machine
 DOCS_IMG = REPO / "docs" / "img"
 TRACES = "(id) => (document.getElementById(id).data || []).length"
 # learns within an epoch; threshold 500 silences the hidden layer (chance accuracy), so it is pruned
@@ -42,7 +42,7 @@ def test_compare_two_finished_jobs(page, dashboard):
         ids = [client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": spec, "name": f"compare {k + 1}"})
                .json()["id"] for k, spec in enumerate(specs)]
     for job_id in ids:
-        assert dashboard.wait_for(job_id, {"succeeded", "failed", "cancelled"}, 600)["state"] == "succeeded"
+        assert dashboard.wait_for(job_id, {"succeeded", "failed", "cancelled"}, 1100)["state"] == "succeeded"
 
     sign_in(page, dashboard)
     assert "disabled" in page.get_attribute("#compare-selected", "class")
@@ -106,7 +106,7 @@ def test_running_sweep_shows_a_pruned_trial_and_is_cancelled(page, dashboard):
     assert page.text_content("#sweep-state") == "active"
 
     # the second trial (the silent network) falls behind the first after one epoch and is pruned
-    page.wait_for_selector("#sweep-table tr[data-state='pruned']", timeout=600_000)
+    page.wait_for_selector("#sweep-table tr[data-state='pruned']", timeout=1_100_000)
     reason = page.text_content("#sweep-table tr[data-state='pruned'] .reason")
     assert "pruned after epoch 1" in reason and "below the median" in reason
     page.wait_for_selector("#sweep-table tr[data-state='running'], #sweep-table tr[data-state='queued']",
