@@ -124,13 +124,14 @@ function render(sweep, cancelled) {
     el("th", { text: "State" }), el("th", { class: "progress-col", text: "Progress" }), el("th", { class: "num", text: `Best ${objective}` })));
   $("#sweep-table tbody").replaceChildren(...sweep.jobs.map((job, k) => {
     const inner = el("div");
+    const bar = el("div", { class: "bar" }, inner);
     const label = setBar(inner, { state: job.state, progress: job.progress });
     const isBest = best && best.job_id === job.id;
     return el("tr", { "data-job": job.id, "data-state": job.state, class: isBest ? "best" : null },
       el("td", {}, el("a", { href: `#/jobs/${job.id}`, text: String(k + 1) }), isBest ? el("span", { class: "star", title: "best", text: " ★" }) : null),
       ...keys.map((key) => el("td", { class: "mono", text: shown(job.params[key]) })),
       el("td", {}, stateBadge(job.state), job.reason ? el("div", { class: "reason small muted", text: job.reason }) : null),
-      el("td", {}, el("div", { class: "bar" }, inner), el("div", { class: "bar-label", text: label })),
+      el("td", {}, bar, el("div", { class: "bar-label", text: label })),
       el("td", { class: "num", text: fmtPercent(job.objective) }));
   }));
   plotParcoords("sweep-parcoords", keys, sweep.jobs, objective, best);
