@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, UrlConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, UrlConstraints, model_validator
 
 from hm2bp_core.spec import TrainingSpec
 from hm2bp_service.states import JobState
@@ -184,7 +184,7 @@ class WebhookDelivery(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str = Field(description="also sent as X-HM2BP-Delivery; the same on every retry")
-    event: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    event: str = Field(description="job.succeeded, job.failed, job.cancelled or job.pruned")
     url: str
     state: Literal["pending", "delivered", "failed"]
     attempts: int
@@ -199,33 +199,92 @@ class WebhookDeliveryList(BaseModel):
     items: list[WebhookDelivery]
 
 
+class SearchRange(BaseModel):
+    """A range of a spec field: a float (or with ``integer`` an int) from ``low`` to ``high``,
+    drawn uniformly, or on a log scale with ``log``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low above 0")
+        return self
+
+
+class SearchChoice(BaseModel):
+    """The values a spec field may take (numbers, strings, booleans)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    choices: list[Annotated[str, Field(max_length=256)] | bool | int | Annotated[float, Field(
+        allow_inf_nan=False)]] = Field(min_length=1, max_length=100)
+
+
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=64, description="builtin:NAME or an uploaded dataset's id")
     spec: TrainingSpec = Field(default_factory=TrainingSpec, description="the base spec every point starts from")
+    method: Literal["grid", "random", "tpe"] = Field(
+        "grid", description="grid: one job per combination of ``grid``; random or tpe (Optuna's TPE sampler): "
+                            "``budget`` trials drawn from ``space``, at most ``max_concurrent`` at once")
     grid: dict[Annotated[str, Field(min_length=1, max_length=128)],
-               Annotated[list[JsonValue], Field(min_length=1, max_length=100)]] = Field(
-        min_length=1, max_length=16,
-        description='spec field path -> values, e.g. {"training.lr": [1e-3, 5e-4], "network.layers[0].units": '
-                    '[400, 800]}; one job per combination')
+               Annotated[list[JsonValue], Field(min_length=1, max_length=100)]] | None = Field(
+        None, min_length=1, max_length=16,
+        description='method grid: spec field path -> values, e.g. {"training.lr": [1e-3, 5e-4], '
+                    '"network.layers[0].units": [400, 800]}; one job per combination')
+    space: dict[Annotated[str, Field(min_length=1, max_length=128)], SearchRange | SearchChoice] | None = Field(
+        None, min_length=1, max_length=16,
+        description='method random or tpe: spec field path -> {low, high, log?, integer?} or {choices}, e.g. '
+                    '{"training.lr": {"low": 1e-4, "high": 1e-2, "log": true}}')
+    budget: int | None = Field(None, ge=1, le=1000, description="random or tpe: how many trials in all")
+    max_concurrent: int = Field(2, ge=1, le=64, description="random or tpe: trials queued or running at once")
+    objective: Literal["test_accuracy", "val_accuracy"] = Field(
+        "test_accuracy", description="the epoch metric maximized (val_accuracy needs training.validation_split)")
+    pruner: Literal["none", "median", "halving"] | None = Field(
+        None, description="stop trials that fall behind after an epoch (state pruned): median (Optuna's "
+                          "MedianPruner) or halving (SuccessiveHalvingPruner, rungs at epochs 1, 3, 9...); "
+                          "default median for random and tpe, none for grid")
+    prune_startup_trials: int = Field(2, ge=0, le=100, description="median: finished trials before any is pruned")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random or tpe: the sampler's seed")
     name: str | None = Field(None, max_length=256)
     tags: list[str] = Field(default_factory=list, max_length=32)
     webhook_url: WebhookUrl | None = None
+
+    def search(self) -> dict[str, Any]:
+        """The search's record (``sweeps.search``): what ``hm2bp_service.search`` reads."""
+        return {"method": self.method, "objective": self.objective,
+                "pruner": self.pruner or ("none" if self.method == "grid" else "median"),
+                "prune_startup_trials": self.prune_startup_trials, "seed": self.seed,
+                "budget": self.budget, "max_concurrent": self.max_concurrent,
+                "space": {key: bounds.model_dump() for key, bounds in (self.space or {}).items()}}
 
 
 class SweepJob(BaseModel):
     id: str
     name: str
     state: JobState
-    params: dict[str, Any] = Field(description="this job's grid point: field path -> value")
+    params: dict[str, Any] = Field(description="this job's grid point or trial's parameters: field path -> value")
     best_test_accuracy: float | None
+    objective: float | None = Field(None, description="the best value of the sweep's objective over its epochs")
+    epochs: int = Field(0, description="epochs finished")
+    progress: dict[str, Any] | None = None
+    reason: str | None = Field(None, description="why it was pruned or failed")
 
 
 class SweepBest(BaseModel):
     job_id: str
     params: dict[str, Any]
     best_test_accuracy: float
+    objective: float | None = None
 
 
 class Sweep(BaseModel):
@@ -234,10 +293,15 @@ class Sweep(BaseModel):
     dataset: str
     spec: dict[str, Any] = Field(description="the resolved base spec")
     grid: dict[str, list[Any]]
-    state: Literal["active", "done"] = Field(description="done once every job has ended")
+    search: dict[str, Any] | None = Field(
+        None, description="method, space, budget, max_concurrent, objective, pruner, seed (null: a plain grid)")
+    state: Literal["active", "done"] = Field(
+        description="done once every job has ended (a search: and its budget is used, or it was cancelled)")
     counts: dict[str, int] = Field(description="jobs by state")
-    jobs: list[SweepJob] = Field(description="one per grid point, in grid order")
-    best: SweepBest | None = Field(description="once done: the succeeded job with the best test accuracy")
+    jobs: list[SweepJob] = Field(description="one per grid point or trial, in the order they were made")
+    best: SweepBest | None = Field(
+        description="once done: the succeeded job with the best objective (test accuracy by default)")
+    leader: SweepBest | None = Field(None, description="meanwhile: the job with the best objective so far")
     created_at: datetime
 
 

@@ -26,7 +26,7 @@ from hm2bp_service.states import JobState
 from .client import Client
 from .errors import HM2BPError
 
-EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2}
+EXIT_BY_STATE = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 2, JobState.PRUNED: 2}
 CLIENT_ERROR_EXIT = 3
 INTERRUPTED_EXIT = 130  # Ctrl-C, as a shell reports SIGINT
 NIR_ARTIFACT = "model.nir"  # a succeeded job's network in NIR (hm2bp_core.nir_export)
@@ -194,7 +194,8 @@ def submit(
     """Submit a training job; prints {"id", "state"}.
 
     With --wait it follows the job: progress on stderr, and the last line on stdout is
-    {"id", "state", "best_test_accuracy"}; exit 0 succeeded, 1 failed, 2 cancelled, 3 client error.
+    {"id", "state", "best_test_accuracy"}; exit 0 succeeded, 1 failed, 2 cancelled (or pruned by its
+    search), 3 client error.
     """
     job_id = None
     try:
@@ -424,6 +425,29 @@ def _grid_value(text: str) -> Any:
         return text
 
 
+def parse_space(ranges: list[str], choices: list[str]) -> dict[str, dict[str, Any]]:
+    """``--range FIELD=LOW:HIGH[:log][:int]`` and ``--choice FIELD=V1,V2,...`` as a search space."""
+    space: dict[str, dict[str, Any]] = {}
+    for option in ranges:
+        key, _, text = option.partition("=")
+        parts = text.split(":")
+        flags = set(parts[2:])
+        try:
+            low, high = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            raise HM2BPError(f"--range {option!r}: expected FIELD=LOW:HIGH[:log][:int] (e.g. "
+                             "training.lr=1e-4:1e-2:log)") from None
+        if not key or flags - {"log", "int"}:
+            raise HM2BPError(f"--range {option!r}: expected FIELD=LOW:HIGH[:log][:int]")
+        space[key] = {"low": low, "high": high, "log": "log" in flags, "integer": "int" in flags}
+    for option in choices:
+        key, _, text = option.partition("=")
+        if not key or not text:
+            raise HM2BPError(f"--choice {option!r}: expected FIELD=V1,V2,...")
+        space[key] = {"choices": [_grid_value(item.strip()) for item in text.split(",")]}
+    return space
+
+
 def _sweep_summary(record: dict[str, Any]) -> str:
     """The last line of ``sweep --wait``: ``{"id", "state", "counts", "best"}``."""
     return json.dumps({key: record.get(key) for key in ("id", "state", "counts", "best")})
@@ -433,8 +457,20 @@ def sweep(
     spec: Annotated[Path, typer.Argument(help="base training spec file (JSON or YAML)")],
     data: Annotated[str, typer.Option(help="builtin:NAME, an uploaded dataset's id (ds_...), "
                                            "or a local file to upload")],
-    grid: Annotated[list[str], typer.Option("--grid", help="FIELD=V1,V2,... (repeat for more fields; every "
-                                            "combination is one job), e.g. training.lr=1e-3,5e-4")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="FIELD=V1,V2,... (repeat for more fields; every "
+                                                   "combination is one job), e.g. training.lr=1e-3,5e-4")] = None,
+    method: Annotated[str, typer.Option(help="grid (--grid), or random or tpe (a search over --range/--choice "
+                                        "with --budget trials)")] = "grid",
+    range_: Annotated[list[str] | None, typer.Option("--range", help="search: FIELD=LOW:HIGH[:log][:int], e.g. "
+                                                     "training.lr=1e-4:1e-2:log")] = None,
+    choice: Annotated[list[str] | None, typer.Option("--choice", help="search: FIELD=V1,V2,...")] = None,
+    budget: Annotated[int | None, typer.Option(help="search: trials in all")] = None,
+    max_concurrent: Annotated[int, typer.Option(help="search: trials at once")] = 2,
+    pruner: Annotated[str | None, typer.Option(help="none, median or halving: stop trials that fall behind "
+                                               "after an epoch (default: median for a search)")] = None,
+    objective: Annotated[str, typer.Option(help="test_accuracy or val_accuracy")] = "test_accuracy",
+    prune_startup_trials: Annotated[int, typer.Option(help="median: finished trials before any is pruned")] = 2,
+    seed: Annotated[int, typer.Option(help="search: the sampler's seed")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="wait for every job; exit 0 all succeeded, 1 one failed, "
                                        "2 one was cancelled")] = False,
     name: Annotated[str | None, typer.Option(help="sweep name")] = None,
@@ -442,7 +478,9 @@ def sweep(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Submit a grid sweep: one job per combination of the --grid values over the base spec.
+    """Submit a grid sweep (one job per combination of the --grid values over the base spec) or,
+    with --method random|tpe, a search of --budget trials over --range and --choice fields whose
+    bad trials are pruned after an epoch (state pruned).
 
     Prints the sweep record as JSON. With --wait it reports progress on stderr and ends with one
     JSON line {"id", "state", "counts", "best"} (best: the job with the best test accuracy);
@@ -450,13 +488,21 @@ def sweep(
     """
     with _session(url, token) as client:
         body = read_spec(spec)
-        points = parse_grid(grid)
         dataset = _dataset_ref(client, data)
-        record = client.submit_sweep(body, dataset, points, name=name)
+        if method == "grid":
+            record = client.submit_sweep(body, dataset, parse_grid(grid or []), name=name, pruner=pruner)
+        else:
+            if budget is None:
+                raise HM2BPError(f"--method {method} needs --budget")
+            record = client.submit_search(body, dataset, parse_space(range_ or [], choice or []), budget,
+                                          method=method, max_concurrent=max_concurrent, objective=objective,
+                                          pruner=pruner or "median", prune_startup_trials=prune_startup_trials,
+                                          seed=seed, name=name)
         if not wait:
             typer.echo(json.dumps(record, indent=2))
             return
-        typer.echo(f"submitted sweep {record['id']}: {len(record['jobs'])} jobs", err=True)
+        typer.echo(f"submitted sweep {record['id']}: {len(record['jobs'])} jobs"
+                   + (f" of {budget}" if method != "grid" else ""), err=True)
 
         def show(update: dict[str, Any]) -> None:
             typer.echo("jobs: " + ", ".join(f"{count} {state}" for state, count in sorted(update["counts"].items())),

@@ -211,10 +211,28 @@ class Client:
 
     def submit_sweep(self, spec: Mapping[str, Any], dataset: str, grid: Mapping[str, list[Any]],
                      name: str | None = None, webhook_url: str | None = None,
-                     tags: list[str] | None = None) -> dict[str, Any]:
+                     tags: list[str] | None = None, pruner: str | None = None) -> dict[str, Any]:
         """Queue one job per point of ``grid`` (field path -> values, e.g. ``{"training.lr": [1e-3,
-        5e-4]}``) over the base ``spec``; returns the sweep record ``{id, state, counts, jobs, best, ...}``."""
+        5e-4]}``) over the base ``spec`` (with ``pruner``, points that fall behind after an epoch end
+        ``pruned``); returns the sweep record ``{id, state, counts, jobs, best, ...}``."""
         body: dict[str, Any] = {"dataset": dataset, "spec": dict(spec), "grid": {k: list(v) for k, v in grid.items()}}
+        for key, value in (("name", name), ("webhook_url", webhook_url), ("tags", tags), ("pruner", pruner)):
+            if value:
+                body[key] = value
+        return self._request("POST", "/v1/sweeps", json=body).json()
+
+    def submit_search(self, spec: Mapping[str, Any], dataset: str, space: Mapping[str, Mapping[str, Any]],
+                      budget: int, *, method: str = "tpe", max_concurrent: int = 2, objective: str = "test_accuracy",
+                      pruner: str = "median", prune_startup_trials: int = 2, seed: int = 0, name: str | None = None,
+                      webhook_url: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:
+        """Start a search of ``budget`` trials (``method`` ``random`` or ``tpe``, Optuna's samplers)
+        over ``space`` (field path -> ``{"low", "high", "log"?, "integer"?}`` or ``{"choices": [...]}``),
+        at most ``max_concurrent`` at once, maximizing ``objective``; with ``pruner`` ``median`` or
+        ``halving`` a trial that falls behind after an epoch ends ``pruned``. The sweep record."""
+        body: dict[str, Any] = {"dataset": dataset, "spec": dict(spec), "method": method,
+                                "space": {k: dict(v) for k, v in space.items()}, "budget": budget,
+                                "max_concurrent": max_concurrent, "objective": objective, "pruner": pruner,
+                                "prune_startup_trials": prune_startup_trials, "seed": seed}
         for key, value in (("name", name), ("webhook_url", webhook_url), ("tags", tags)):
             if value:
                 body[key] = value
@@ -229,12 +247,12 @@ class Client:
         return self._request("GET", "/v1/sweeps", params={"limit": limit, "offset": offset}).json()["items"]
 
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
-        """Cancel every job of the sweep that has not ended; returns the sweep record."""
+        """Make no more trials and cancel every job of the sweep that has not ended; the sweep record."""
         return self._request("POST", f"/v1/sweeps/{quote(sweep_id, safe='')}/cancel").json()
 
     def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll_seconds: float = 2.0,
                    on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until every job of the sweep has ended; the final record (with ``best``).
+        """Poll until every job of the sweep has ended (a search: its budget used); the final record (with ``best``).
         ``on_change`` sees the record whenever its job counts change. ``WaitTimeout`` after ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = None

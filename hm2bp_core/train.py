@@ -13,7 +13,9 @@ Epoch metrics: ``train_accuracy`` is the online accuracy, as the authors log it:
 sample's prediction from its own forward pass, before its update, over the epoch's samples;
 ``train_accuracy_per_1000`` the same per consecutive block of ONLINE_BLOCK samples (the last block
 may be shorter); ``loss`` the mean dead-zone cost, ``logged_loss`` the authors' logged cost (with
-the dummy label train counted, ``objective.logged_cost``).
+the dummy label train counted, ``objective.logged_cost``); ``activation_sparsity``,
+``synaptic_operations`` (per sample) and ``spikes_per_sample`` (per layer) NeuroBench's metrics of
+the epoch's test-set evaluation (``spiking_metrics``).
 
 Everything random comes from the run's seed: the initial weights, a numpy generator for the
 sample order and split (its state is checkpointed), and per-sample spike trains seeded by
@@ -47,6 +49,7 @@ from .kernels import kernel_path
 from .network import SpikingNetwork
 from .objective import logged_cost, predict
 from .spec import TrainingSpec
+from .spiking_metrics import SpikingMeter
 
 Callback = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 1.0  # a progress event at most this often (and at each epoch's first and last batch)
@@ -171,17 +174,22 @@ class Trainer:
                 self.order[a], self.order[b] = self.order[b], self.order[a]
 
     # ----------------------------------------------------------- evaluation
-    def predict(self, split: str, indices: np.ndarray, report: str | None = None) -> np.ndarray:
-        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``. With
-        ``report`` (a label such as "epoch 3/20: test"), log lines say how far the pass is: one at
-        its start, then one every EVAL_REPORT_SECONDS, so a long test pass is never silent."""
+    def predict(self, split: str, indices: np.ndarray, report: str | None = None,
+                meter: SpikingMeter | None = None) -> np.ndarray:
+        """Predicted classes (argmax of output counts) of samples ``indices`` of ``split``; each
+        batch's spikes are added to ``meter`` when given. With ``report`` (a label such as
+        "epoch 3/20: test"), log lines say how far the pass is: one at its start, then one every
+        EVAL_REPORT_SECONDS, so a long test pass is never silent."""
         predicted = [np.zeros(0, dtype=np.int64)]
         size = max(self.spec.training.batch_size, 64)
         if report is not None:
             self.callback({"type": "log", "message": f"{report}: {len(indices)} samples"})
         last = time.perf_counter()
         for start in range(0, len(indices), size):
-            result = self.net.run(self.encode(split, indices[start:start + size]))
+            inputs = self.encode(split, indices[start:start + size])
+            result = self.net.run(inputs)
+            if meter is not None:
+                meter.add(inputs, result.layer_counts)
             predicted.append(predict(result.counts).cpu().numpy())
             if report is not None and time.perf_counter() - last >= EVAL_REPORT_SECONDS:
                 last = time.perf_counter()
@@ -189,11 +197,12 @@ class Trainer:
                 self.callback({"type": "log", "message": f"{report}: {done}/{len(indices)} samples"})
         return np.concatenate(predicted)
 
-    def evaluate(self, split: str, indices: np.ndarray, report: str | None = None) -> float:
+    def evaluate(self, split: str, indices: np.ndarray, report: str | None = None,
+                 meter: SpikingMeter | None = None) -> float:
         """Accuracy on ``indices`` of ``split``; the test set's predictions are kept in ``test_predictions``."""
         if len(indices) == 0:
             return float("nan")
-        predicted = self.predict(split, indices, report)
+        predicted = self.predict(split, indices, report, meter)
         if split == "test" and indices is self.test_indices:
             self.test_predictions = predicted
         return float((predicted == self.dataset.labels(split, indices).numpy()).mean())
@@ -296,7 +305,9 @@ class Trainer:
             row = self._train_epoch()
             self.train_seconds += row["seconds"]
             where = f"epoch {row['epoch']}/{cfg.epochs}"
-            row["test_accuracy"] = self.evaluate("test", self.test_indices, report=f"{where}: testing")
+            meter = SpikingMeter(self.net.layers)
+            row["test_accuracy"] = self.evaluate("test", self.test_indices, report=f"{where}: testing", meter=meter)
+            row.update(meter.summary())
             if len(self.val_indices):
                 row["val_accuracy"] = self.evaluate("train", self.val_indices, report=f"{where}: validating")
             self.epoch += 1

@@ -6,9 +6,9 @@ Every default serves the embedded mode of ``hm2bp serve``: everything lives unde
 
 from __future__ import annotations
 
-import os
 import base64
 import binascii
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     @property
     def webhook_secrets_key_file(self) -> Path:
         return self.data_dir / "webhook-secrets.key"
+
+    @property
     def sqlite_file(self) -> Path:
         """The embedded mode's database file (used when no database_url is set)."""
         return self.data_dir / "hm2bp.db"

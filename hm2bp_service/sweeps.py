@@ -1,7 +1,14 @@
-"""Sweeps: a grid over named spec fields, one job per point.
+"""Sweeps: a grid over named spec fields, one job per point; or a search (random or TPE, with
+Optuna: ``search``) over ranges and choices of spec fields, whose trials are made as earlier ones
+end, at most ``max_concurrent`` at once and ``budget`` in all, with bad trials pruned after an epoch.
 
-Every point's spec is validated and fit to the dataset before anything is queued: a bad value is
-refused naming its grid key (``grid.training.lr``), and then no job of the sweep exists.
+Every grid point's spec is validated and fit to the dataset before anything is queued: a bad value
+is refused naming its grid key (``grid.training.lr``), and then no job of the sweep exists. A
+search checks each range's ends and each choice the same way (``space.training.lr``).
+
+A search moves on (``advance``) when one of its trials ends (the worker's supervisor calls it),
+and every worker's sweeper calls it too for every open search, so a search whose worker died or
+whose API restarted carries on: its whole state is its jobs in the database.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hm2bp_core.data import DatasetFacts
 from hm2bp_core.spec import TrainingSpec
 
+from . import search as searching
 from .egress import refuse_unsafe_webhook
 from .errors import Refused, field_path
 from .lifecycle import cancel, dataset_facts, dispatch, misfit, new_job
 from .services import Services
 from .states import ACTIVE
-from .store import JobRecord, SweepRecord, new_id
+from .store import JobRecord, NewJob, SweepRecord, new_id
 
 PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]|(-?\d+)")
 
@@ -99,11 +108,11 @@ def _sets(loc: tuple | list, parts: list[str | int]) -> bool:
     return matched == len(parts)
 
 
-def _field_for(loc: tuple | list, grid_parts: dict[str, list[str | int]]) -> str:
+def _field_for(loc: tuple | list, grid_parts: dict[str, list[str | int]], section: str = "grid") -> str:
     """The request field to blame for a problem at spec ``loc``: the grid key that sets it, else spec.PATH."""
     for key, parts in grid_parts.items():
         if _sets(loc, parts):
-            return f"grid.{key}"
+            return f"{section}.{key}"
     return f"spec.{field_path(loc)}"
 
 
@@ -123,51 +132,68 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+def _key_parts(keys: list[str], base: dict[str, Any], section: str) -> dict[str, list[str | int]]:
+    parts: dict[str, list[str | int]] = {}
+    for key in keys:
+        try:
+            parts[key] = normalized(parse_path(key), base)
+        except BadPath as exc:
+            raise Refused(str(exc), f"{section}.{key}") from None
+    return parts
+
+
+def point_spec(base: dict[str, Any], parts: dict[str, list[str | int]], point: dict[str, Any], where: str,
+               facts: DatasetFacts, section: str = "grid") -> dict[str, Any]:
+    """The resolved spec of ``point`` (field path -> value) over ``base``, or a refusal naming the
+    ``section.KEY`` that set the bad value (``where`` says which point it was)."""
+    raw = copy.deepcopy(base)
+    for key, value in point.items():
+        try:
+            set_path(raw, parts[key], copy.deepcopy(value), key)
+        except BadPath as exc:
+            raise Refused(str(exc), f"{section}.{key}") from None
+    try:
+        spec = TrainingSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_field_for(err["loc"], parts, section), err["msg"]) for err in exc.errors()]
+        detail = f"invalid {where}: " + "; ".join(f"{field}: {message}" for field, message in problems[:5])
+        raise Refused(detail, problems[0][0], errors=[{"field": field, "message": f"{where}: {message}"}
+                                                      for field, message in problems]) from None
+    problem = misfit(spec, facts)
+    if problem is not None:
+        path, message = problem
+        field = "spec"
+        if path:
+            try:
+                field = _field_for(normalized(parse_path(path), raw), parts, section)
+            except BadPath:
+                pass
+        raise Refused(f"{where}: {message}", field)
+    return spec.to_dict()
+
+
+def _shown_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
 def create_sweep(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec,
                  grid: dict[str, list[Any]], name: str | None, tags: list[str],
-                 webhook_url: str | None) -> tuple[SweepRecord, list[JobRecord]]:
-    """Queue one job per point of ``grid`` (every combination of its values) over the base ``spec``."""
+                 webhook_url: str | None, pruning: dict[str, Any] | None = None) -> tuple[SweepRecord, list[JobRecord]]:
+    """Queue one job per point of ``grid`` (every combination of its values) over the base ``spec``;
+    with ``pruning`` (``{"pruner", "objective", ...}``) its jobs are pruned as a search's are."""
     limit = services.settings.max_sweep_points
     points = math.prod(len(values) for values in grid.values())
     if points > limit:
         raise Refused(f"the grid has {points} points; at most {limit} are allowed", "grid")
     base = spec.to_dict()
-    grid_parts: dict[str, list[str | int]] = {}
     for key, values in grid.items():
         if not all(_finite(value) for value in values):
             raise Refused(f"{key!r}: the values must be finite (JSON has no NaN or infinity)", f"grid.{key}")
-        try:
-            grid_parts[key] = normalized(parse_path(key), base)
-        except BadPath as exc:
-            raise Refused(str(exc), f"grid.{key}") from None
+    grid_parts = _key_parts(list(grid), base, "grid")
     facts = dataset_facts(services, user_id, dataset)
-    specs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for number, point in enumerate(grid_points(grid), start=1):
-        raw = copy.deepcopy(base)
-        where = f"grid point {number} of {points} ({', '.join(f'{k}={v!r}' for k, v in point.items())})"
-        for key, value in point.items():
-            try:
-                set_path(raw, grid_parts[key], copy.deepcopy(value), key)
-            except BadPath as exc:
-                raise Refused(str(exc), f"grid.{key}") from None
-        try:
-            point_spec = TrainingSpec.model_validate(raw)
-        except ValidationError as exc:
-            problems = [(_field_for(err["loc"], grid_parts), err["msg"]) for err in exc.errors()]
-            detail = f"invalid {where}: " + "; ".join(f"{field}: {message}" for field, message in problems[:5])
-            raise Refused(detail, problems[0][0], errors=[{"field": field, "message": f"{where}: {message}"}
-                                                          for field, message in problems]) from None
-        problem = misfit(point_spec, facts)
-        if problem is not None:
-            path, message = problem
-            field = "spec"
-            if path:
-                try:
-                    field = _field_for(normalized(parse_path(path), raw), grid_parts)
-                except BadPath:
-                    pass
-            raise Refused(f"{where}: {message}", field)
-        specs.append((point, point_spec.to_dict()))
+    specs = [(point, point_spec(base, grid_parts, point, f"grid point {number} of {points} "
+                                f"({', '.join(f'{k}={v!r}' for k, v in point.items())})", facts))
+             for number, point in enumerate(grid_points(grid), start=1)]
     refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
     name = name or f"sweep of {facts.name} over {', '.join(grid)}"
     sweep_id = new_id("swp")
@@ -175,15 +201,108 @@ def create_sweep(services: Services, user_id: int, *, dataset: str, spec: Traini
                     name=f"{name} [{', '.join(f'{k}={v}' for k, v in point.items())}]"[:256], sweep_id=sweep_id,
                     sweep_params=point)
             for point, resolved in specs]
+    search = {"method": "grid", **pruning} if pruning else None
     sweep, records = services.store.sweeps.create(sweep_id, user_id, name, dataset, base,
-                                                  {key: list(values) for key, values in grid.items()}, jobs)
+                                                  {key: list(values) for key, values in grid.items()}, jobs,
+                                                  search=search)
     for job in records:
         dispatch(services, job.id, job.queue)
     return sweep, records
 
 
+def create_search(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec, search: dict[str, Any],
+                  name: str | None, tags: list[str], webhook_url: str | None) -> tuple[SweepRecord, list[JobRecord]]:
+    """Make a search (``search``: method random or tpe, space, budget, max_concurrent, objective,
+    pruner, seed) and queue its first ``max_concurrent`` trials. Each range's ends and each choice
+    are checked on the base spec first; nothing is made when one is refused."""
+    limit = services.settings.max_sweep_points
+    if search["budget"] > limit:
+        raise Refused(f"the budget is {search['budget']} trials; at most {limit} are allowed", "budget")
+    if search["objective"] == "val_accuracy" and not spec.training.validation_split:
+        raise Refused("the objective val_accuracy needs spec.training.validation_split above 0", "objective")
+    base = spec.to_dict()
+    space = search["space"]
+    parts = _key_parts(list(space), base, "space")
+    facts = dataset_facts(services, user_id, dataset)
+    for key, bounds in space.items():
+        ends = bounds["choices"] if "choices" in bounds else [bounds["low"], bounds["high"]]
+        for value in ends:
+            value = int(value) if bounds.get("integer") else value
+            point_spec(base, parts, {key: value}, f"space {key}={value!r}", facts, "space")
+    refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
+    name = name or f"{search['method']} search of {facts.name} over {', '.join(space)}"
+    sweep_id = new_id("swp")
+    sweep, _ = services.store.sweeps.create(sweep_id, user_id, name, dataset, base, {}, [], search=search)
+    return sweep, advance(services, sweep.id, tags=tags, webhook_url=webhook_url)
+
+
+def _history(services: Services, search: dict[str, Any], jobs: list[JobRecord]) -> list[searching.Trial]:
+    epochs = services.store.jobs.epochs_of([job.id for job in jobs])
+    return [searching.trial_of(job.sweep_params, job.state, epochs[job.id], search.get("objective", "test_accuracy"))
+            for job in jobs]
+
+
+def advance(services: Services, sweep_id: str, *, tags: list[str] | None = None,
+            webhook_url: str | None = None) -> list[JobRecord]:
+    """Make and queue the search's next trials while fewer than ``max_concurrent`` run and fewer
+    than ``budget`` exist; mark it done once the last has ended. Any number of callers may race:
+    the store makes each trial once. The trials made (none for a grid, a cancelled or done sweep)."""
+    facts: list[DatasetFacts] = []
+
+    def make(sweep: SweepRecord, jobs: list[JobRecord]) -> list[NewJob]:
+        search = sweep.search or {}
+        if search.get("method", "grid") == "grid":
+            return []
+        active = sum(job.state in ACTIVE for job in jobs)
+        room = min(search["max_concurrent"] - active, search["budget"] - len(jobs))
+        if room <= 0:
+            return []
+        if not facts:
+            facts.append(dataset_facts(services, sweep.user_id, sweep.dataset))
+        first = jobs[0] if jobs else None
+        parts = _key_parts(list(search["space"]), sweep.spec, "space")
+        made = []
+        for number, point in enumerate(searching.suggest(search, _history(services, search, jobs), room),
+                                       start=len(jobs) + 1):
+            where = f"trial {number} ({_shown_point(point)})"
+            resolved = point_spec(sweep.spec, parts, point, where, facts[0], "space")
+            made.append(new_job(services, sweep.user_id, dataset=sweep.dataset, spec=resolved,
+                                tags=tags if tags is not None else (first.tags if first else []),
+                                webhook_url=webhook_url if first is None else first.webhook_url,
+                                name=f"{sweep.name} [{where}]"[:256], sweep_id=sweep.id, sweep_params=point))
+        return made
+
+    records = services.store.sweeps.add_trials(sweep_id, make)
+    for job in records:
+        dispatch(services, job.id, job.queue)
+    sweep = services.store.sweeps.by_id(sweep_id)
+    if sweep is not None and sweep.search and sweep.search.get("method", "grid") != "grid" and not records:
+        jobs = services.store.jobs.of_sweeps([sweep_id])[sweep_id]
+        if len(jobs) >= sweep.search["budget"] and all(job.state.is_terminal() for job in jobs):
+            services.store.sweeps.mark(sweep_id, "done_at")
+    return records
+
+
+def prune_reason(services: Services, job: JobRecord, epoch: int) -> str | None:
+    """Why the sweep trial ``job``, which just finished ``epoch`` (recorded in the store), should be
+    pruned, per its sweep's pruner; None to go on (and for a job of no pruned sweep, or its last epoch)."""
+    if job.sweep_id is None or epoch >= int(job.spec["training"]["epochs"]):
+        return None
+    sweep = services.store.sweeps.by_id(job.sweep_id)
+    if sweep is None or not sweep.search or sweep.search.get("pruner", "none") == "none":
+        return None
+    jobs = services.store.jobs.of_sweeps([sweep.id])[sweep.id]
+    history = _history(services, sweep.search, jobs)
+    mine = [k for k, other in enumerate(jobs) if other.id == job.id]
+    if not mine:
+        return None
+    current = history.pop(mine[0])
+    return searching.prune_reason(sweep.search, history, current, epoch)
+
+
 def cancel_sweep(services: Services, user_id: int, sweep: SweepRecord) -> None:
-    """Cancel every job of the sweep that has not ended (as cancelling each job does)."""
+    """Make no more trials, and cancel every job of the sweep that has not ended (as cancelling each job does)."""
+    services.store.sweeps.mark(sweep.id, "cancelled_at")
     for job in services.store.jobs.of_sweeps([sweep.id])[sweep.id]:
         if job.state in ACTIVE:
             cancel(services, user_id, job.id)

@@ -4,8 +4,9 @@ run (spawned, never forked), so CUDA starts clean and GPU memory is returned whe
 It loads the job, trains with ``resume=True`` (a redelivered job continues from its last
 checkpoint), writes events through the event bus (progress also to the job row, epochs also to
 ``job_epochs``, each epoch's checkpoint to the artifact store) and writes one JSON outcome to
-file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status": "cancelled"}``
-or ``{"status": "failed", "reason", "message"}``.
+file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status": "cancelled"}``,
+``{"status": "pruned", "message"}`` (a search's trial that fell behind after an epoch:
+``sweeps.prune_reason``, asked after each epoch is recorded) or ``{"status": "failed", "reason", "message"}``.
 
 It runs under a memory limit (``RLIMIT_DATA`` = ``Settings.job_memory_bytes``, set before torch is
 imported): an allocation past it raises, and the run fails ``out_of_memory`` with the core's
@@ -145,6 +146,10 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     if not artifacts.is_local and artifacts.exists(f"{key}/checkpoint"):
         artifacts.pull_dir(f"{key}/checkpoint", run_dir / "checkpoint")
 
+    pruned: list[str] = []  # why the run stops after this epoch, when its search prunes it
+    if job.sweep_id is not None:  # Optuna is imported by the trials of sweeps only
+        from hm2bp_service.sweeps import prune_reason
+
     def callback(event: dict[str, Any]) -> None:
         data = finite({k: v for k, v in event.items() if k != "type"})
         if event["type"] == "progress":
@@ -153,12 +158,18 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
             store.jobs.record_epoch(job_id, data)
             artifacts.push_dir(run_dir / "checkpoint", f"{key}/checkpoint")
         bus.publish(job_id, event["type"], data)
+        if event["type"] == "epoch" and job.sweep_id is not None and not pruned:
+            reason = prune_reason(services, job, int(data["epoch"]))
+            if reason is not None:
+                pruned.append(f"pruned after epoch {data['epoch']}: {reason}")
+                bus.publish(job_id, "log", {"message": pruned[0]})
 
     try:
         spec = TrainingSpec.model_validate(job.spec)
         bus.publish(job_id, "log", {"message": f"attempt {job.attempts}: loading dataset {job.dataset}"})
         dataset = open_dataset(job.dataset, store, artifacts, settings)
-        trainer = Trainer(spec, dataset, Path(run_dir), callback=callback, should_stop=cancel.is_set,
+        trainer = Trainer(spec, dataset, Path(run_dir), callback=callback,
+                          should_stop=lambda: cancel.is_set() or bool(pruned),
                           dataset_record=provenance(job.dataset, dataset, store))
         metrics = trainer.run(resume=True)
         write_diagnostics(trainer, Path(run_dir), settings.raster_samples)
@@ -167,6 +178,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
         except NirExportError as exc:  # a network NIR cannot describe: the job has its other files
             bus.publish(job_id, "log", {"message": f"no model.nir: {exc}"})
     except TrainingCancelled as exc:
+        if pruned and not cancel.is_set():
+            return {"status": "pruned", "message": pruned[0]}
         bus.publish(job_id, "log", {"message": str(exc)})
         return {"status": "cancelled"}
     except TrainingDiverged as exc:

@@ -6,9 +6,10 @@
    ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
    SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
    Every ``RESOURCE_SECONDS`` it samples the child's CPU and memory into the job row (``resources``).
-3. Record the outcome: succeeded, cancelled, failed (deterministic faults, with the reason and
-   the last log lines), or — when the child died without an outcome, a platform fault —
-   ``lifecycle.requeue_or_give_up``.
+3. Record the outcome: succeeded, cancelled, pruned (a search's trial that fell behind), failed
+   (deterministic faults, with the reason and the last log lines), or — when the child died
+   without an outcome, a platform fault — ``lifecycle.requeue_or_give_up``. A trial of a search
+   then lets its search make the next trials (``sweeps.advance``).
 
 If the lease is lost meanwhile (the sweeper gave the job to another worker), the child is
 killed and nothing is recorded: the new owner is in charge.
@@ -36,7 +37,7 @@ from typing import Any
 
 import psutil
 
-from hm2bp_service import lifecycle
+from hm2bp_service import lifecycle, sweeps
 from hm2bp_service.admission import gib
 from hm2bp_service.dispatch import QUEUES
 from hm2bp_service.services import Services
@@ -132,6 +133,7 @@ class Supervisor:
             outcome = {"status": "lost", "exitcode": None, "why": f"{type(exc).__name__}: {exc}"}
         if outcome is not None:
             self._record(job, outcome)
+            self._advance_sweep(job)
 
     def _run_child(self) -> dict[str, Any] | None:
         """Run the child to its end; its outcome, ``{"status": "lost"}`` when it died without
@@ -260,12 +262,24 @@ class Supervisor:
         elif status == "cancelled":
             lifecycle.transition(self.services, self.job_id, JobState.CANCELLED, "cancelled by the user",
                                  owner=self.owner)
+        elif status == "pruned":
+            lifecycle.transition(self.services, self.job_id, JobState.PRUNED, outcome["message"], owner=self.owner,
+                                 values={"error": {"reason": "pruned", "message": outcome["message"], "log_tail": []}})
         elif status == "failed":
             self._fail(outcome["reason"], outcome["message"])
         else:
             why = outcome.get("why") or f"exit code {outcome.get('exitcode')}"
             lifecycle.requeue_or_give_up(self.services, job, f"the training process of attempt {job.attempts} died "
                                          f"({why})", owner=self.owner)
+
+    def _advance_sweep(self, job: JobRecord) -> None:
+        """A trial of a search ended: make the next ones now (the sweeper would, a little later)."""
+        if job.sweep_id is None:
+            return
+        try:
+            sweeps.advance(self.services, job.sweep_id)
+        except Exception:  # the sweeper retries every round
+            log.exception("job %s: advancing sweep %s failed", self.job_id, job.sweep_id)
 
     def _fail(self, reason: str, message: str) -> None:
         lifecycle.fail(self.services, self.job_id, reason, message, owner=self.owner)

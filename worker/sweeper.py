@@ -2,9 +2,11 @@
 
 Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was lost) and applies
 ``lifecycle.requeue_or_give_up`` to each (a ``cancelling`` one becomes ``cancelled``, one with
-attempts left goes back to ``queued`` and is dispatched again, the others fail); and
+attempts left goes back to ``queued`` and is dispatched again, the others fail);
 (2) dispatches waiting jobs while workers have room (``lifecycle.dispatch``: jobs wait in the
-database and are sent fairly; this also sends those whose message failed while the broker was down).
+database and are sent fairly; this also sends those whose message failed while the broker was down);
+and (3) advances every open search (``sweeps.advance``: its next trials, or done), so a search goes
+on after its worker or the API restarted.
 Every change is a conditional update, so any number of workers may sweep at once.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from hm2bp_service import lifecycle
+from hm2bp_service import lifecycle, sweeps
 from hm2bp_service.dispatch import QUEUES
 from hm2bp_service.services import Services
 
@@ -41,6 +43,8 @@ class Sweeper(threading.Thread):
                                          lease_expired=True)
         for queue in QUEUES:
             lifecycle.dispatch(self.services, None, queue)
+        for sweep in self.services.store.sweeps.open_searches():
+            sweeps.advance(self.services, sweep.id)
 
 
 def start(services: Services) -> None:

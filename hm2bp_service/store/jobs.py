@@ -369,6 +369,16 @@ class Jobs:
                 session.merge(JobEpoch(job_id=job_id, epoch=int(row["epoch"]), data=row))
             session.execute(update(Job).where(Job.id == job_id).values(metrics=final))
 
+    def epochs_of(self, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The epoch rows of each of ``job_ids``, in epoch order."""
+        found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+        if job_ids:
+            with self.db.reading() as session:
+                for row in session.scalars(select(JobEpoch).where(JobEpoch.job_id.in_(job_ids))
+                                           .order_by(JobEpoch.job_id, JobEpoch.epoch)):
+                    found[row.job_id].append(row.data)
+        return found
+
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
         with self.db.reading() as session:
             return [row.data for row in session.scalars(

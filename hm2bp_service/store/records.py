@@ -107,6 +107,9 @@ class SweepRecord(_Record):
     spec: dict[str, Any]
     grid: dict[str, Any]
     created_at: datetime
+    search: dict[str, Any] | None
+    cancelled_at: datetime | None
+    done_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,10 @@ class JobEpoch(Base):
 
 
 class Sweep(Base):
-    """A grid sweep: one job per point of ``grid`` over the base ``spec`` (jobs.sweep_id)."""
+    """A sweep over the base ``spec`` (its jobs carry jobs.sweep_id): a grid, one job per point of
+    ``grid``; or a search (``search``: method, space, budget, objective, pruner; see
+    ``hm2bp_service.search``) whose trials are made as earlier ones end. ``cancelled_at``: no more
+    trials; ``done_at``: a search made its last trial and every trial ended."""
 
     __tablename__ = "sweeps"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -195,6 +198,9 @@ class Sweep(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    search: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class WebhookDelivery(Base):

@@ -4,7 +4,7 @@ import { el } from "./dom.js";
 import { fmtDuration } from "./format.js";
 
 /** The states a job never leaves. */
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 
 /** node (a new <span> by default) as the badge of state: class "badge STATE", the state as its text. */
 export function stateBadge(state, node = el("span")) {

@@ -1,5 +1,6 @@
 /**
- * Hash routes: #/signin, #/jobs (also the default), #/jobs/ID, #/submit. Signed out, every route
+ * Hash routes: #/signin, #/jobs (also the default), #/jobs/ID, #/submit, #/compare?jobs=ID,ID,...,
+ * #/sweeps and #/sweeps/ID. Signed out, every route
  * leads to #/signin. On the first route of a page load with a token in the tab (a reload), the
  * session cookie is refreshed from the token first; a refused token signs the tab out.
  */
@@ -9,10 +10,14 @@ import { REFUSED, forget, sessionChecked, startSession, token } from "./session.
 import { leave } from "./view.js";
 import { showJob } from "./views/job.js";
 import { showJobs } from "./views/jobs.js";
+import { showCompare } from "./views/compare.js";
+import { showSweep, showSweeps } from "./views/sweep.js";
 import { showSignIn } from "./views/signin.js";
 import { showSubmit } from "./views/submit.js";
 
 const JOB_ROUTE = /^#\/jobs\/([A-Za-z0-9_-]{1,64})$/;
+const SWEEP_ROUTE = /^#\/sweeps\/([A-Za-z0-9_-]{1,64})$/;
+const COMPARE_ROUTE = /^#\/compare(?:\?(.*))?$/;
 
 /** Shows the view of the current URL fragment, after stopping the previous view. */
 export async function route() {
@@ -31,6 +36,9 @@ export async function route() {
   if (hash === "#/signin") showSignIn();
   else if (jobMatch) showJob(jobMatch[1]);
   else if (hash === "#/submit") showSubmit();
+  else if (hash.match(COMPARE_ROUTE)) showCompare(hash.match(COMPARE_ROUTE)[1] || "");
+  else if (hash.match(SWEEP_ROUTE)) showSweep(hash.match(SWEEP_ROUTE)[1]);
+  else if (hash === "#/sweeps") showSweeps();
   else showJobs();
 }
 

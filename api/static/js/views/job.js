@@ -9,6 +9,7 @@ import { JobCharts, plotConfusion, plotRaster } from "../charts.js";
 import { $, el } from "../dom.js";
 import { fmtDuration, fmtPercent, fmtTime } from "../format.js";
 import { TERMINAL, setBar, stateBadge } from "../job_status.js";
+import { SpikingCharts } from "../spiking_charts.js";
 import { JobStream } from "../stream.js";
 import { mount, onLeave } from "../view.js";
 
@@ -64,6 +65,7 @@ class JobPage {
     $("#job-spec").textContent = JSON.stringify(this.job.spec, null, 2);
     this.render();
     this.charts = new JobCharts(layerNames(this.job.spec));
+    this.spiking = new SpikingCharts();
     this.showReference();
     this.stream = new JobStream(this.jobId, (event) => this.onEvent(event), (state) => this.showStreamStatus(state));
     window.hm2bpStream = this.stream;
@@ -123,6 +125,7 @@ class JobPage {
       this.job.progress = data;
     } else if (event.type === "epoch") {
       this.charts.epoch(data);
+      this.spiking.epoch(data);
       this.stats.test = data.test_accuracy;
       this.stats.best = Math.max(this.stats.best ?? 0, data.test_accuracy ?? 0);
     } else if (event.type === "log") {

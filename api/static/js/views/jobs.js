@@ -6,6 +6,7 @@
 import { api } from "../api.js";
 import { $, el } from "../dom.js";
 import { fmtPercent, fmtTime } from "../format.js";
+import { compareLink, pickBox } from "../job_picker.js";
 import { setBar, stateBadge } from "../job_status.js";
 import { mount, onLeave } from "../view.js";
 
@@ -16,6 +17,7 @@ export function showJobs() {
   mount("tpl-jobs");
   document.title = "Jobs · hm2bp";
   const filter = $("#state-filter");
+  filter.parentElement.prepend(compareLink());
   filter.value = sessionStorage.getItem(FILTER_KEY) || "";
   let timer = null;
   let alive = true;
@@ -61,7 +63,7 @@ function jobRow(job) {
   const label = setBar(inner, job);
   const best = job.metrics && job.metrics.best_test_accuracy;
   return el("tr", { "data-job": job.id },
-    el("td", { class: "name" }, el("a", { href: `#/jobs/${job.id}`, text: job.name }), el("span", { class: "mono", text: job.id })),
+    el("td", { class: "name" }, pickBox(job.id), el("a", { href: `#/jobs/${job.id}`, text: job.name }), el("span", { class: "mono", text: job.id })),
     el("td", {}, stateBadge(job.state)),
     el("td", { text: job.dataset }),
     el("td", {}, bar, el("div", { class: "bar-label", text: label })),
