@@ -135,6 +135,7 @@ def test_stream_resumes_after_a_drop_and_cancel_from_the_page(page, dashboard):
     listing.close()
 
     page.click("#cancel")
+    page.click("#cancel-yes")  # cancel asks first
     page.wait_for_function("() => document.getElementById('job-state').textContent === 'cancelled'", timeout=60_000)
     assert page.is_disabled("#cancel")
     assert page.text_content("#stream-status") == "stream ended"
