@@ -22,15 +22,20 @@ export function showJobs() {
   filter.value = sessionStorage.getItem(FILTER_KEY) || "";
   const columns = [...document.querySelectorAll("#jobs-table thead th")].map((th) => th.textContent);
   let datasets = new Map();  // dataset id -> name
+  const looked = new Set();  // dataset ids GET /v1/datasets was asked about (a deleted one keeps its id)
   let timer = null;
   let alive = true;
 
   async function refresh() {
     try {
-      const [page, list] = await Promise.all([api(`/v1/jobs?${listQuery(filter.value)}`),
-        datasets.size ? null : api("/v1/datasets").catch(() => null)]);
+      const page = await api(`/v1/jobs?${listQuery(filter.value)}`);
+      const unknown = page.items.map((job) => job.dataset).filter((id) => !datasets.has(id) && !looked.has(id));
+      if (unknown.length) {
+        unknown.forEach((id) => looked.add(id));
+        const list = await api("/v1/datasets").catch(() => null);
+        if (list) datasets = new Map(list.items.map((d) => [d.id, d.name]));
+      }
       if (!alive) return;
-      if (list) datasets = new Map(list.items.map((d) => [d.id, d.name]));
       showPage(page, datasets, columns);
     } catch (error) {
       if (alive) $("#jobs-footer").textContent = `Could not load jobs: ${error.message}`;
