@@ -172,6 +172,8 @@ class Session(BaseModel):
 class SpecDefaults(BaseModel):
     defaults: dict[str, Any] = Field(description="TrainingSpec() resolved: the paper's defaults")
     json_schema: dict[str, Any] = Field(description="the spec's JSON schema (types, enums, bounds, descriptions)")
+    examples: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="dataset id -> suggested resolved spec (examples/NAME.yaml of builtin:NAME)")
 
 
 class WebhookSecret(BaseModel):

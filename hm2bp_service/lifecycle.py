@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from typing import Any
 
 from hm2bp_core.data import DatasetError, DatasetFacts
@@ -66,6 +67,14 @@ def new_job(services: Services, user_id: int, *, dataset: str, spec: dict[str, A
                   max_attempts=services.settings.max_attempts, tags=tags, webhook_url=webhook_url, **extra)
 
 
+def auto_name(facts: DatasetFacts, spec: TrainingSpec) -> str:
+    """The name of a job whose request gives none: its dataset, layer sizes and epochs, and a short
+    random tag so that two such jobs are told apart, e.g. ``digits 100-10 4ep #3fa2``."""
+    sizes = "-".join(str(layer.units) if layer.type == "dense" else f"c{layer.channels}" if layer.type == "conv"
+                     else f"p{layer.size}" for layer in spec.network.layers)
+    return f"{facts.name} {sizes} {spec.training.epochs}ep #{secrets.token_hex(2)}"
+
+
 def submit(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec, name: str | None,
            tags: list[str], webhook_url: str | None, idempotency_key: str | None) -> tuple[JobRecord, bool]:
     """Queue a job once its dataset exists and fits ``spec``; (its record, created). A repeated
@@ -82,7 +91,7 @@ def submit(services: Services, user_id: int, *, dataset: str, spec: TrainingSpec
     request_hash = hashlib.sha256(json.dumps({"dataset": dataset, "spec": resolved, "name": name, "tags": tags,
                                               "webhook_url": webhook_url}, sort_keys=True).encode()).hexdigest()
     job = new_job(services, user_id, dataset=dataset, spec=resolved, tags=tags, webhook_url=webhook_url,
-                  name=name or f"{facts.name} {spec.num_classes}-class",
+                  name=name or auto_name(facts, spec),
                   idempotency_key=idempotency_key, request_hash=request_hash)
     settings = services.settings
     try:

@@ -35,6 +35,7 @@ def test_sign_in_rejects_a_wrong_token(page, dashboard):
     assert page.evaluate("sessionStorage.getItem('hm2bp.token')") is None
 
 
+@pytest.mark.timeout(1800)
 def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_path):
     sign_in(page, dashboard)
     page.click("a[href='#/submit']")
@@ -64,7 +65,7 @@ def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_pa
 
     # the charts gain points while the job runs
     seen: list[tuple[str, int]] = []
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # generous: on a busy machine the worker's child takes minutes to start
     while (state := page.text_content("#job-state")) != "succeeded":
         seen.append((state, page.evaluate(LOSS_POINTS)))
         assert time.monotonic() < deadline and state not in ("failed", "cancelled"), \
@@ -113,6 +114,7 @@ def test_submit_watch_live_charts_and_download_the_model(page, dashboard, tmp_pa
     screenshot(page, "dashboard-jobs.png")
 
 
+@pytest.mark.timeout(1800)
 def test_stream_resumes_after_a_drop_and_cancel_from_the_page(page, dashboard):
     spec = copy.deepcopy(TINY_SPEC)
     spec["training"].update(epochs=200, max_train_samples=600)
@@ -120,7 +122,7 @@ def test_stream_resumes_after_a_drop_and_cancel_from_the_page(page, dashboard):
         job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": spec, "name": "long run"}).json()
     sign_in(page, dashboard)
     page.goto(f"{dashboard.url}/#/jobs/{job['id']}")
-    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 2", timeout=120_000)
+    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 2", timeout=900_000)  # minutes on a busy machine
 
     page.evaluate("window.hm2bpStream.drop()")  # the connection breaks as on a network failure
     page.wait_for_function("() => document.getElementById('stream-status').textContent === 'live' "
@@ -135,6 +137,7 @@ def test_stream_resumes_after_a_drop_and_cancel_from_the_page(page, dashboard):
     listing.close()
 
     page.click("#cancel")
+    page.click("#cancel-yes")  # cancel asks first
     page.wait_for_function("() => document.getElementById('job-state').textContent === 'cancelled'", timeout=60_000)
     assert page.is_disabled("#cancel")
     assert page.text_content("#stream-status") == "stream ended"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from service.harness import REPO
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -84,3 +85,15 @@ def test_cors_is_closed_by_default_and_opened_by_settings(dashboard, tmp_path):
         assert "authorization" in opened.headers["access-control-allow-headers"].lower()
         other = client.options("/v1/jobs", headers={**preflight, "Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_spec_serves_the_examples_of_built_in_datasets(dashboard):
+    """The New job form's spec for builtin:digits is examples/digits.yaml, served whole (resolved),
+    not a second copy in the page."""
+    from hm2bp_core.spec import load_spec
+
+    with dashboard.client() as client:
+        info = client.get("/v1/spec").json()
+    assert info["examples"]["builtin:digits"] == load_spec(REPO / "examples" / "digits.yaml").to_dict()
+    assert info["examples"]["builtin:digits"]["training"]["epochs"] != info["defaults"]["training"]["epochs"]
+    assert set(info["examples"]) == {"builtin:digits"}  # only built-ins with an examples/NAME.yaml

@@ -22,3 +22,16 @@ export function fmtTime(iso) {
 
 /** A fraction as a percentage with two decimals: 0.9712 -> "97.12 %". */
 export const fmtPercent = (value) => (value === null || value === undefined ? "–" : `${(100 * value).toFixed(2)} %`);
+
+/** count and noun, the noun plural unless count is 1: plural(1, "epoch") -> "1 epoch", plural(3, "epoch") -> "3 epochs". */
+export const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+/**
+ * Seconds a job has run: from started_at to finished_at, or to now while it runs; null if it never
+ * started (job: a Job JSON).
+ */
+export function jobSeconds(job, now = Date.now()) {
+  if (!job.started_at) return null;
+  const end = job.finished_at ? Date.parse(job.finished_at) : now;
+  return Math.max(0, (end - Date.parse(job.started_at)) / 1000);
+}

@@ -1,12 +1,13 @@
 /**
- * Hash routes: #/signin, #/jobs (also the default), #/jobs/ID, #/submit, #/compare?jobs=ID,ID,...,
- * #/sweeps and #/sweeps/ID. Signed out, every route
- * leads to #/signin. On the first route of a page load with a token in the tab (a reload), the
- * session cookie is refreshed from the token first; a refused token signs the tab out.
+ * Hash routes: #/signin, #/jobs (also the default), #/jobs/ID, #/submit, #/submit?from=ID (a clone
+ * of job ID), #/compare?jobs=ID,ID,..., #/sweeps and #/sweeps/ID. Signed out, every route leads to
+ * #/signin, which remembers the route asked for and goes there after signing in (a deep link opened
+ * in a fresh tab). On the first route of a page load with a token in the tab (a reload), the session
+ * cookie is refreshed from the token first; a refused token signs the tab out.
  */
 
 import { $ } from "./dom.js";
-import { REFUSED, forget, sessionChecked, startSession, token } from "./session.js";
+import { REFUSED, forget, rememberNext, sessionChecked, startSession, token } from "./session.js";
 import { leave } from "./view.js";
 import { showJob } from "./views/job.js";
 import { showJobs } from "./views/jobs.js";
@@ -25,7 +26,7 @@ export async function route() {
   const hash = location.hash || "#/jobs";
   const signedIn = Boolean(token());
   $("#nav").hidden = $("#account").hidden = !signedIn;
-  if (!signedIn && hash !== "#/signin") { location.hash = "#/signin"; return; }
+  if (!signedIn && hash !== "#/signin") { rememberNext(hash); location.hash = "#/signin"; return; }
   if (signedIn && !sessionChecked()) {
     const user = await startSession(token());
     if (!user) { signOut(REFUSED); return; }
@@ -35,7 +36,7 @@ export async function route() {
   const jobMatch = hash.match(JOB_ROUTE);
   if (hash === "#/signin") showSignIn();
   else if (jobMatch) showJob(jobMatch[1]);
-  else if (hash === "#/submit") showSubmit();
+  else if (hash === "#/submit" || hash.startsWith("#/submit?")) showSubmit(new URLSearchParams(hash.split("?")[1] || "").get("from"));
   else if (hash.match(COMPARE_ROUTE)) showCompare(hash.match(COMPARE_ROUTE)[1] || "");
   else if (hash.match(SWEEP_ROUTE)) showSweep(hash.match(SWEEP_ROUTE)[1]);
   else if (hash === "#/sweeps") showSweeps();

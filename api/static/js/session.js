@@ -6,6 +6,7 @@
  */
 
 const TOKEN_KEY = "hm2bp.token";
+const NEXT_KEY = "hm2bp.next";  // the route a signed-out tab asked for, to open after signing in
 
 /** The sign-in page's notice after the API refused the tab's token. */
 export const REFUSED = "Your token was refused (revoked or invalid). Sign in again.";
@@ -43,4 +44,16 @@ export function forget(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   notice = why;
   fetch("/v1/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+}
+
+/** Keeps the route a signed-out tab asked for (e.g. a deep link #/jobs/ID), for after signing in. */
+export function rememberNext(hash) {
+  sessionStorage.setItem(NEXT_KEY, hash);
+}
+
+/** The route to open after signing in (the one remembered, once; else the job list). */
+export function takeNext() {
+  const next = sessionStorage.getItem(NEXT_KEY);
+  sessionStorage.removeItem(NEXT_KEY);
+  return next && next.startsWith("#/") && next !== "#/signin" ? next : "#/jobs";
 }

@@ -1,11 +1,13 @@
 /**
- * The spec form: renderSpecForm(container, model, schema) builds one field per value of the model
+ * The spec form: renderSpecForm(container, model, schema, choices) builds one field per value of the model
  * (the spec JSON being edited, e.g. the API's defaults), grouped in fieldsets as the spec nests, with
  * an editor for the network's layers; schema is a SpecSchema. Each control writes its parsed value
  * back into the model in place, so the model is always the spec the form shows (values that do not
  * parse stay as typed, for the API to reject beside the field). Each control has
  * data-field="spec.PATH" and each field an empty data-error-for="spec.PATH" slot for the API's
  * validation errors (PATH as the API names fields: training.epochs, network.layers[0].units).
+ * choices ({PATH: [values]}) narrows an enum field to the values that can run (the device select to
+ * the devices of GET /v1/capabilities); a model value outside them stays, shown as a disabled option.
  */
 
 import { el } from "./dom.js";
@@ -19,29 +21,30 @@ const LAYER_TEMPLATES = {
   pool: { type: "pool", size: 2, threshold: 0.75 },
 };
 
-export function renderSpecForm(container, model, schema) {
-  container.replaceChildren(...fields(schema, model, schema.root, ""));
+export function renderSpecForm(container, model, schema, choices = {}) {
+  container.replaceChildren(...fields({ schema, choices }, model, schema.root, ""));
 }
 
 /** The fields of the object at path (its schema: node): a fieldset per nested object, the layer editor for layers. */
-function fields(schema, object, node, path) {
+function fields(form, object, node, path) {
+  const { schema } = form;
   const properties = schema.properties(node);
   return Object.entries(object).map(([key, value]) => {
     const childPath = path ? `${path}.${key}` : key;
     const childNode = properties[key] || {};
-    if (key === "layers" && Array.isArray(value)) return layersEditor(schema, value, childPath);
+    if (key === "layers" && Array.isArray(value)) return layersEditor(form, value, childPath);
     if (value && typeof value === "object" && !Array.isArray(value)) {
       return el("fieldset", { class: key === "network" ? "wide" : null },
-        el("legend", { text: LEGENDS[key] || key.replace(/_/g, " ") }), ...fields(schema, value, childNode, childPath));
+        el("legend", { text: LEGENDS[key] || key.replace(/_/g, " ") }), ...fields(form, value, childNode, childPath));
     }
-    return field(schema, childPath, childNode, value, (v) => { object[key] = v; });
+    return field(form, childPath, childNode, value, (v) => { object[key] = v; });
   });
 }
 
 /** The layers array at path: a fieldset per layer, and a button that adds a hidden layer before the output one. */
-function layersEditor(schema, layers, path) {
+function layersEditor(form, layers, path) {
   const box = el("div", { class: "layers" });
-  const redraw = () => box.replaceChildren(...layers.map((_, k) => layerFieldset(schema, layers, k, path, redraw)));
+  const redraw = () => box.replaceChildren(...layers.map((_, k) => layerFieldset(form, layers, k, path, redraw)));
   redraw();
   const add = el("button", { type: "button", class: "button", text: "+ hidden layer",
     onclick: () => { layers.splice(Math.max(0, layers.length - 1), 0, { ...LAYER_TEMPLATES.dense }); redraw(); } });
@@ -53,8 +56,9 @@ function layersEditor(schema, layers, path) {
  * Layer k: its type (changing it replaces the layer by that type's template), a remove button
  * (disabled for the last layer left), and its fields.
  */
-function layerFieldset(schema, layers, k, path, redraw) {
+function layerFieldset(form, layers, k, path, redraw) {
   const layer = layers[k];
+  const { schema } = form;
   const typeSelect = el("select", { "aria-label": `layer ${k + 1} type`, "data-field": `spec.${path}[${k}].type` },
     ...Object.keys(LAYER_TEMPLATES).map((t) => el("option", { value: t, text: t })));
   typeSelect.value = layer.type || "dense";
@@ -64,7 +68,7 @@ function layerFieldset(schema, layers, k, path, redraw) {
   if (layers.length === 1) remove.disabled = true;
   const properties = schema.layer(layer).properties || {};
   const rows = Object.entries(layer).filter(([key]) => key !== "type")
-    .map(([key, value]) => field(schema, `${path}[${k}].${key}`, properties[key] || {}, value, (v) => { layer[key] = v; }));
+    .map(([key, value]) => field(form, `${path}[${k}].${key}`, properties[key] || {}, value, (v) => { layer[key] = v; }));
   return el("fieldset", {},
     el("legend", { text: k === layers.length - 1 ? `layer ${k + 1} (output)` : `layer ${k + 1}` }),
     el("div", { class: "layer-head" }, typeSelect, remove), ...rows,
@@ -75,9 +79,12 @@ function layerFieldset(schema, layers, k, path, redraw) {
  * One field: its label, the control for its kind (set receives each new value) and its error slot;
  * the schema's description and bounds as its tooltip.
  */
-function field(schema, path, node, value, set) {
+function field(form, path, node, value, set) {
+  const { schema, choices } = form;
   const id = `f-${path.replace(/[^a-z0-9]+/gi, "-")}`;
-  const control = makeControl(schema.fieldKind(node, value), id, value, set);
+  let kind = schema.fieldKind(node, value);
+  if (kind.kind === "enum" && choices[path]) kind = { kind: "enum", values: choices[path] };
+  const control = makeControl(kind, id, value, set);
   control.dataset.field = `spec.${path}`;
   const resolved = schema.resolve(node);
   const help = [resolved.description, bounds(resolved)].filter(Boolean).join(" · ");
@@ -95,6 +102,9 @@ function makeControl(kind, id, value, set) {
   }
   if (kind.kind === "enum") {
     const select = el("select", { id }, ...kind.values.map((v) => el("option", { value: String(v), text: String(v) })));
+    if (!kind.values.map(String).includes(String(value))) {
+      select.append(el("option", { value: String(value), text: `${value} (not available here)`, disabled: true }));
+    }
     select.value = String(value);
     select.addEventListener("change", () => set(select.value));
     return select;

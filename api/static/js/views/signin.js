@@ -1,7 +1,10 @@
-/** The sign-in page (#/signin): a token is kept for the tab only once POST /v1/session accepts it. */
+/**
+ * The sign-in page (#/signin): a token is kept for the tab only once POST /v1/session accepts it;
+ * then the page the tab asked for before signing in opens (the job list by default).
+ */
 
 import { $ } from "../dom.js";
-import { remember, signOutNotice, startSession } from "../session.js";
+import { remember, signOutNotice, startSession, takeNext } from "../session.js";
 import { mount } from "../view.js";
 
 export function showSignIn() {
@@ -23,5 +26,5 @@ async function signIn(event) {
   }
   remember(candidate);
   $("#whoami").textContent = user;
-  location.hash = "#/jobs";
+  location.hash = takeNext();
 }
