@@ -55,9 +55,30 @@ class Settings(BaseSettings):
     raster_samples: int = Field(8, ge=0, le=64, description="test samples whose spike trains a finished job saves "
                                 "(rasters.json, for the dashboard's raster plot); 0: none")
 
+    max_body_bytes: int = Field(1 << 20, gt=0, description="largest request body of every route but dataset uploads "
+                                "(those have max_upload_bytes); a larger one is a 413 before it is parsed or "
+                                "its token checked")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a connection must send a request's headers within "
+                                          "this time from its first byte (or from connecting); else it is closed")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body may take this long to arrive; "
+                                        "beyond it, only while it keeps min_body_bytes_per_second on average (408)")
+    min_body_bytes_per_second: int = Field(64 << 10, gt=0, description="slowest average rate of a long body, "
+                                           "a dataset upload (408 below it, after body_timeout_seconds)")
+    keep_alive_seconds: int = Field(5, gt=0, description="an idle keep-alive connection is closed after this time")
+    admin_users: str = Field("", description="comma-separated user names that see every worker's host, pid and "
+                             "CPU model in GET /v1/workers and the job counts in GET /metrics (hm2bp serve adds "
+                             "the user who runs it)")
+    api_docs_assets: Path | None = Field(None, description="a folder with swagger-ui-bundle.js and swagger-ui.css "
+                                         "(e.g. from the swagger-ui-dist npm package) to serve /docs from; unset: "
+                                         "no /docs (the OpenAPI document stays at /openapi.json)")
+
     @property
     def allowed_origins(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.admin_users.split(",") if name.strip())
 
     @property
     def sqlalchemy_url(self) -> str:
