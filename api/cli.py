@@ -17,12 +17,14 @@ app.add_typer(token_app, name="token")
 
 
 def _store(data_dir: str | None):
+    from hm2bp_service.files import owner_only_files
     from hm2bp_service.settings import Settings
     from hm2bp_service.store import Store, migrate
 
     if data_dir is not None:
         os.environ["HM2BP_DATA_DIR"] = data_dir
     settings = Settings()
+    owner_only_files(settings)
     migrate(settings.sqlalchemy_url)
     return Store.from_url(settings.sqlalchemy_url)
 

@@ -24,7 +24,7 @@ from hm2bp_core.train import check_fit
 
 from .datasets import UnknownDataset, facts_for
 from .dispatch import queue_for
-from .errors import NotFound, Refused
+from .errors import NotFound, Refused, without_paths
 from .services import Services
 from .states import JobState
 from .store import Event, IdempotencyConflict, JobRecord, NewJob, new_id
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, CANCELLING = JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING
 SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
 LOG_TAIL = 20  # log lines kept in a failed job's error
+LOG_LINE_CHARS = 2000  # of each of them (a traceback is one line): a job's record stays small
 _FIELD_AT_START = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[-?\d+\])+)")
 
 
@@ -145,7 +146,10 @@ def transition(services: Services, job_id: str, state: JobState, reason: str, *,
 
 def fail(services: Services, job_id: str, reason: str, message: str, **where: Any) -> Event | None:
     """End the job ``failed`` with ``error = {reason, message, log_tail}``."""
-    error = {"reason": reason, "message": message, "log_tail": services.store.events.last_logs(job_id, LOG_TAIL)}
+    message = without_paths(message)  # users see it; server folders are none of their business
+    error = {"reason": reason, "message": message,
+             "log_tail": [without_paths(line)[:LOG_LINE_CHARS] for line in services.store.events.last_logs(job_id,
+                                                                                                         LOG_TAIL)]}
     return transition(services, job_id, FAILED, message, values={"error": error}, **where)
 
 

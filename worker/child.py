@@ -8,7 +8,9 @@ file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status":
 or ``{"status": "failed", "reason", "message"}``.
 
 Its stdin is the control channel from the supervisor: a line ``cancel`` sets the flag the
-trainer polls between batches; end of file means the supervisor is gone, and the child exits.
+trainer polls between batches; end of file means the supervisor is gone, and the child exits (and
+it gets SIGKILL when its parent dies: ``hm2bp_service.watchdog``). What it logs and reports names
+no absolute server path (``hm2bp_service.errors.without_paths``).
 
 (A ``multiprocessing`` spawn context cannot be used here: Celery's prefork pool processes are
 daemonic, and multiprocessing refuses to start children of daemonic processes.)
@@ -19,15 +21,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hm2bp_service.datasets import open_dataset
+# light imports only up here: the watchdog must be on before the run's heavy imports (seconds on a
+# busy machine), or a supervisor killed meanwhile would leave this run behind
+from hm2bp_service.errors import without_paths
 from hm2bp_service.niceness import carry_niceness_to_session
-from hm2bp_service.services import Services, get_services, job_key
+from hm2bp_service.watchdog import watch_parent
+
+if TYPE_CHECKING:
+    from hm2bp_service.services import Services
 
 
 def finite(value: Any) -> Any:
@@ -52,14 +60,17 @@ def _listen_for_control(cancel: threading.Event) -> None:
 
 
 def main(job_id: str, outcome_fd: int) -> None:
-    carry_niceness_to_session()  # the supervisor started this run in a session of its own
+    watch_parent(signal.SIGKILL)  # dies with its supervisor (a pool process), however that dies
     cancel = threading.Event()
-    _listen_for_control(cancel)
+    _listen_for_control(cancel)  # and, should it have died before the line above, at end of file
+    carry_niceness_to_session()  # the supervisor started this run in a session of its own
+    from hm2bp_service.services import get_services
+
     services = get_services()
     try:
         outcome = run(job_id, services, cancel)
     except Exception as exc:  # a bug, not the user's fault: report it with its traceback
-        services.bus.publish(job_id, "log", {"message": traceback.format_exc()})
+        services.bus.publish(job_id, "log", {"message": without_paths(traceback.format_exc())})
         outcome = {"status": "failed", "reason": "internal_error",
                    "message": f"The training process failed with an internal error: {type(exc).__name__}: {exc}"}
     with os.fdopen(outcome_fd, "w") as channel:
@@ -83,6 +94,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     from hm2bp_core.nir_export import NirExportError, export_nir
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
+    from hm2bp_service.datasets import open_dataset
+    from hm2bp_service.services import job_key
 
     store, bus, artifacts, settings = services.store, services.bus, services.artifacts, services.settings
     job = store.jobs.by_id(job_id)
@@ -94,6 +107,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
 
     def callback(event: dict[str, Any]) -> None:
         data = finite({k: v for k, v in event.items() if k != "type"})
+        if event["type"] == "log" and isinstance(data.get("message"), str):
+            data["message"] = without_paths(data["message"])
         if event["type"] == "progress":
             store.jobs.record_progress(job_id, data)
         elif event["type"] == "epoch":
