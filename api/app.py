@@ -1,5 +1,6 @@
 """The FastAPI application: ``create_app()`` (uvicorn: ``api.app:create_app --factory``).
 
+Docs pages (``/docs``) are off unless ``HM2BP_API_DOCS_ASSETS`` names a local Swagger UI (no CDN).
 On start it migrates the database to the newest schema and builds the process's services
 (job store, event bus, artifact store) from the ``HM2BP_*`` settings.
 """
@@ -11,18 +12,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
 
+from hm2bp_service.files import owner_only_files
 from hm2bp_service.services import Services
 from hm2bp_service.settings import Settings, get_settings
 from hm2bp_service.store import migrate
 
 from . import errors
 from .blocking import writer_limiter
-from .metrics import RequestMetrics, make_registry
+from .limits import BodyLimits
+from .metrics import RequestMetrics, job_registry
 from .routes import (
     capabilities,
     dashboard,
     datasets,
+    docs,
     health,
     jobs,
     session,
@@ -36,6 +41,7 @@ from .routes import (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    owner_only_files(settings)  # before the database file and the artifact folder exist
     migrate(settings.sqlalchemy_url)
     services = Services.from_settings(settings)
 
@@ -44,16 +50,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         services.close()
 
-    app = FastAPI(title="hm2bp", version="1", lifespan=lifespan,
+    app = FastAPI(title="hm2bp", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Training as a service for spiking neural networks (HM2-BP).")
     app.state.services = services
     app.state.writer_limiter = writer_limiter(services.store)
-    app.state.registry = make_registry(services.store)
+    app.state.registry = CollectorRegistry()
+    app.state.job_registry = job_registry(services.store)
     errors.install(app)
     for module in (health, session, spec, datasets, jobs, streams, sweeps, webhooks, workers, capabilities,
                    dashboard):
         app.include_router(module.router)
+    if settings.api_docs_assets is not None:
+        app.include_router(docs.router(settings.api_docs_assets))
     app.mount("/static", dashboard.static_files, name="static")
+    app.add_middleware(BodyLimits, settings=settings)  # innermost: its 413/408 answers get CORS headers, metrics
     if settings.allowed_origins:  # closed by default: only the listed origins' pages may call the API
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_credentials=True,
                            allow_methods=["GET", "POST", "DELETE"],

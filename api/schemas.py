@@ -5,10 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, UrlConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    UrlConstraints,
+    model_validator,
+)
 
 from hm2bp_core.spec import TrainingSpec
 from hm2bp_service.states import JobState
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+# Every string and list of a request is bounded (tests/security/test_limits_schema.py walks the
+# OpenAPI document for any that is not): a request's size is bounded before the body limit is.
+NAME_CHARS, TAG_CHARS, MAX_TAGS, DATASET_CHARS = 256, 64, 32, 64
+Name = Annotated[str, StringConstraints(max_length=NAME_CHARS), AfterValidator(_no_nul)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_CHARS), AfterValidator(_no_nul)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS, description=f"at most {MAX_TAGS} tags of at most "
+                                  f"{TAG_CHARS} characters")]
+DatasetRef = Annotated[str, StringConstraints(min_length=1, max_length=DATASET_CHARS), AfterValidator(_no_nul),
+                       Field(description="builtin:NAME or an uploaded dataset's id")]
+GridKey = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
+GridText = Annotated[str, StringConstraints(max_length=256), AfterValidator(_no_nul)]
+GridScalar = StrictBool | int | float | GridText | None
+GridObject = Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)],
+                            GridScalar], Field(max_length=16)]
+GridValue = GridScalar | GridObject | Annotated[list[GridScalar | GridObject], Field(max_length=64)]
 
 WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048), Field(
     description="http(s) URL that receives a signed POST when the job ends (see GET /v1/webhook-secret)")]
@@ -57,11 +90,11 @@ class DatasetList(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(min_length=1, max_length=64, description="builtin:NAME or an uploaded dataset's id")
+    dataset: DatasetRef
     spec: TrainingSpec = Field(default_factory=TrainingSpec,
                                description="the training spec (paper defaults when omitted)")
-    name: str | None = Field(None, max_length=256)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    name: Name | None = None
+    tags: Tags = Field(default_factory=list)
     webhook_url: WebhookUrl | None = None
 
 
@@ -233,17 +266,16 @@ class SearchChoice(BaseModel):
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(min_length=1, max_length=64, description="builtin:NAME or an uploaded dataset's id")
+    dataset: DatasetRef
     spec: TrainingSpec = Field(default_factory=TrainingSpec, description="the base spec every point starts from")
     method: Literal["grid", "random", "tpe"] = Field(
         "grid", description="grid: one job per combination of ``grid``; random or tpe (Optuna's TPE sampler): "
                             "``budget`` trials drawn from ``space``, at most ``max_concurrent`` at once")
-    grid: dict[Annotated[str, Field(min_length=1, max_length=128)],
-               Annotated[list[JsonValue], Field(min_length=1, max_length=100)]] | None = Field(
+    grid: dict[GridKey, Annotated[list[GridValue], Field(min_length=1, max_length=100)]] | None = Field(
         None, min_length=1, max_length=16,
         description='method grid: spec field path -> values, e.g. {"training.lr": [1e-3, 5e-4], '
                     '"network.layers[0].units": [400, 800]}; one job per combination')
-    space: dict[Annotated[str, Field(min_length=1, max_length=128)], SearchRange | SearchChoice] | None = Field(
+    space: dict[GridKey, SearchRange | SearchChoice] | None = Field(
         None, min_length=1, max_length=16,
         description='method random or tpe: spec field path -> {low, high, log?, integer?} or {choices}, e.g. '
                     '{"training.lr": {"low": 1e-4, "high": 1e-2, "log": true}}')
@@ -257,8 +289,8 @@ class SweepCreate(BaseModel):
                           "default median for random and tpe, none for grid")
     prune_startup_trials: int = Field(2, ge=0, le=100, description="median: finished trials before any is pruned")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random or tpe: the sampler's seed")
-    name: str | None = Field(None, max_length=256)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    name: Name | None = None
+    tags: Tags = Field(default_factory=list)
     webhook_url: WebhookUrl | None = None
 
     def search(self) -> dict[str, Any]:
@@ -316,7 +348,7 @@ class SweepPage(BaseModel):
 
 class WorkerDevice(BaseModel):
     kind: Literal["cuda", "cpu"]
-    name: str = Field(description="GPU or CPU model")
+    name: str | None = Field(description="GPU or CPU model (null but for an admin)")
     memory_bytes: int | None = Field(None, description="memory of the first GPU")
     count: int | None = Field(None, description="GPUs visible to the worker")
     cores: int | None = Field(None, description="CPU cores, for a CPU worker")
@@ -328,9 +360,9 @@ class WorkerJob(BaseModel):
 
 
 class Worker(BaseModel):
-    name: str = Field(description="Celery node name, NAME@HOST")
-    host: str
-    pid: int
+    name: str = Field(description="Celery node name, NAME@HOST (for an admin; else 'worker N')")
+    host: str | None = Field(description="null but for an admin")
+    pid: int | None = Field(description="null but for an admin")
     queues: list[str]
     concurrency: int
     device: WorkerDevice | None = Field(description="null until the worker has probed its device")

@@ -36,4 +36,4 @@ USER hm2bp
 EXPOSE 8000
 # uvicorn worker processes; behind a TLS proxy, set FORWARDED_ALLOW_IPS to the proxy's address
 ENV HM2BP_API_WORKERS=2
-CMD ["sh", "-c", "exec uvicorn api.app:create_app --factory --host 0.0.0.0 --port 8000 --workers \"$HM2BP_API_WORKERS\""]
+CMD ["sh", "-c", "exec uvicorn api.app:create_app --factory --host 0.0.0.0 --port 8000 --workers \"$HM2BP_API_WORKERS\" --http api.slow_clients:HeaderDeadlineProtocol"]

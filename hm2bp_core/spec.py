@@ -76,7 +76,7 @@ def _paper_mlp() -> list[Layer]:
 class Network(_Strict):
     layers: list[Layer] = Field(default_factory=_paper_mlp, min_length=1, max_length=64)
     input_shape: list[int] | None = Field(
-        None,
+        None, max_length=8,
         description="shape of one input sample; taken from the dataset when omitted, checked against it when given",
     )
 
@@ -159,7 +159,8 @@ class Training(_Strict):
         "inv_sqrt_epoch", description="lr for 0-based epoch e: lr for e < 2, lr/sqrt(e) after (algorithm section 7.3)"
     )
     seed: int = Field(0, ge=0, lt=2**63)
-    device: Literal["auto", "cpu", "cuda"] | str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: Literal["auto", "cpu", "cuda"] | Annotated[str, Field(max_length=16, pattern=r"^(auto|cpu|cuda(:\d+)?)$")] \
+        = "auto"
     max_train_samples: int | None = Field(None, ge=1)
     max_test_samples: int | None = Field(None, ge=1)
     validation_split: float = Field(

@@ -7,8 +7,12 @@ error body (``api.errors``). Other callers (the CLI, tests) read the same three 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+# an absolute file path (two parts or more) not inside a URL: /srv/hm2bp/.hm2bp/datasets/ab.npz
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"():,;<>]+/)+([^\s/'\"():,;<>]*)")
 
 
 class Refused(Exception):
@@ -45,3 +49,9 @@ def field_path(loc: Sequence[Any]) -> str:
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or (str(loc[0]) if loc else "body")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its last part (``/srv/x/.hm2bp/datasets/ab.npz`` ->
+    ``ab.npz``): what users are shown of a failure names no folder of the server."""
+    return ABSOLUTE_PATH.sub(lambda found: found.group(1) or "(a folder)", text)

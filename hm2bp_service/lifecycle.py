@@ -27,7 +27,7 @@ from .admission import QueueFull, admit, live_workers, worker_slots
 from .datasets import UnknownDataset, facts_for
 from .dispatch import queue_for
 from .egress import refuse_unsafe_webhook
-from .errors import Conflict, NotFound, Refused
+from .errors import Conflict, NotFound, Refused, without_paths
 from .services import Services
 from .states import JobState
 from .store import Event, IdempotencyConflict, JobRecord, NewJob, QueueLimit, new_id
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, CANCELLING = JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING
 SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
 LOG_TAIL = 20  # log lines kept in a failed job's error
+LOG_LINE_CHARS = 2000  # of each of them (a traceback is one line): a job's record stays small
 _FIELD_AT_START = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[-?\d+\])+)")
 
 
@@ -203,7 +204,10 @@ def transition(services: Services, job_id: str, state: JobState, reason: str, *,
 
 def fail(services: Services, job_id: str, reason: str, message: str, **where: Any) -> Event | None:
     """End the job ``failed`` with ``error = {reason, message, log_tail}``."""
-    error = {"reason": reason, "message": message, "log_tail": services.store.events.last_logs(job_id, LOG_TAIL)}
+    message = without_paths(message)  # users see it; server folders are none of their business
+    error = {"reason": reason, "message": message,
+             "log_tail": [without_paths(line)[:LOG_LINE_CHARS] for line in services.store.events.last_logs(job_id,
+                                                                                                         LOG_TAIL)]}
     return transition(services, job_id, FAILED, message, values={"error": error}, **where)
 
 

@@ -109,6 +109,22 @@ class Settings(BaseSettings):
         if self.job_memory_mib:
             return self.job_memory_mib << 20
         return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    max_body_bytes: int = Field(1 << 20, gt=0, description="largest request body of every route but dataset uploads "
+                                "(those have max_upload_bytes); a larger one is a 413 before it is parsed or "
+                                "its token checked")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a connection must send a request's headers within "
+                                          "this time from its first byte (or from connecting); else it is closed")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body may take this long to arrive; "
+                                        "beyond it, only while it keeps min_body_bytes_per_second on average (408)")
+    min_body_bytes_per_second: int = Field(64 << 10, gt=0, description="slowest average rate of a long body, "
+                                           "a dataset upload (408 below it, after body_timeout_seconds)")
+    keep_alive_seconds: int = Field(5, gt=0, description="an idle keep-alive connection is closed after this time")
+    admin_users: str = Field("", description="comma-separated user names that see every worker's host, pid and "
+                             "CPU model in GET /v1/workers and the job counts in GET /metrics (hm2bp serve adds "
+                             "the user who runs it)")
+    api_docs_assets: Path | None = Field(None, description="a folder with swagger-ui-bundle.js and swagger-ui.css "
+                                         "(e.g. from the swagger-ui-dist npm package) to serve /docs from; unset: "
+                                         "no /docs (the OpenAPI document stays at /openapi.json)")
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -127,6 +143,10 @@ class Settings(BaseSettings):
     def sqlite_file(self) -> Path:
         """The embedded mode's database file (used when no database_url is set)."""
         return self.data_dir / "hm2bp.db"
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.admin_users.split(",") if name.strip())
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -19,12 +19,14 @@ import os
 from celery import Celery, signals
 
 from hm2bp_service.dispatch import QUEUES, celery_config
+from hm2bp_service.files import owner_only_files
 from hm2bp_service.kernels import prepare_cpu_kernels
 from hm2bp_service.services import get_services
 from hm2bp_service.settings import get_settings
 
 from . import heartbeat, sweeper, webhooks
 
+owner_only_files(get_settings())  # checkpoints, models and the work folder: the owner's only
 app = Celery("hm2bp", broker=get_settings().celery_broker_url, include=["worker.tasks"])
 app.conf.update(celery_config(get_settings()))
 

@@ -13,7 +13,9 @@ imported): an allocation past it raises, and the run fails ``out_of_memory`` wit
 estimate of its need (``hm2bp_core.footprint``) and the limit, without a traceback.
 
 Its stdin is the control channel from the supervisor: a line ``cancel`` sets the flag the
-trainer polls between batches; end of file means the supervisor is gone, and the child exits.
+trainer polls between batches; end of file means the supervisor is gone, and the child exits (and
+it gets SIGKILL when its parent dies: ``hm2bp_service.watchdog``). What it logs and reports names
+no absolute server path (``hm2bp_service.errors.without_paths``).
 
 (A ``multiprocessing`` spawn context cannot be used here: Celery's prefork pool processes are
 daemonic, and multiprocessing refuses to start children of daemonic processes.)
@@ -25,15 +27,21 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hm2bp_service.datasets import open_dataset, provenance
+# light imports only up here: the watchdog must be on before the run's heavy imports (seconds on a
+# busy machine), or a supervisor killed meanwhile would leave this run behind
+from hm2bp_service.errors import without_paths
 from hm2bp_service.niceness import carry_niceness_to_session
-from hm2bp_service.services import Services, get_services, job_key
+from hm2bp_service.watchdog import watch_parent
+
+if TYPE_CHECKING:
+    from hm2bp_service.services import Services
 
 
 def finite(value: Any) -> Any:
@@ -95,9 +103,12 @@ def out_of_memory(job_id: str, services: Services) -> dict[str, Any]:
 
 
 def main(job_id: str, outcome_fd: int) -> None:
-    carry_niceness_to_session()  # the supervisor started this run in a session of its own
+    watch_parent(signal.SIGKILL)  # dies with its supervisor (a pool process), however that dies
     cancel = threading.Event()
-    _listen_for_control(cancel)
+    _listen_for_control(cancel)  # and, should it have died before the line above, at end of file
+    carry_niceness_to_session()  # the supervisor started this run in a session of its own
+    from hm2bp_service.services import get_services
+
     services = get_services()
     limit_memory(services.settings.job_memory_bytes)
     ran_out = False
@@ -106,7 +117,7 @@ def main(job_id: str, outcome_fd: int) -> None:
     except Exception as exc:
         ran_out = is_out_of_memory(exc)
         if not ran_out:  # a bug, not the user's fault: report it with its traceback
-            services.bus.publish(job_id, "log", {"message": traceback.format_exc()})
+            services.bus.publish(job_id, "log", {"message": without_paths(traceback.format_exc())})
         outcome = {"status": "failed", "reason": "internal_error",
                    "message": f"The training process failed with an internal error: {type(exc).__name__}: {exc}"}
     if ran_out:  # after the except block: the failed run's frames (and their tensors) are released
@@ -137,6 +148,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     from hm2bp_core.nir_export import NirExportError, export_nir
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
+    from hm2bp_service.datasets import open_dataset, provenance
+    from hm2bp_service.services import job_key
 
     store, bus, artifacts, settings = services.store, services.bus, services.artifacts, services.settings
     job = store.jobs.by_id(job_id)
@@ -152,6 +165,8 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
 
     def callback(event: dict[str, Any]) -> None:
         data = finite({k: v for k, v in event.items() if k != "type"})
+        if event["type"] == "log" and isinstance(data.get("message"), str):
+            data["message"] = without_paths(data["message"])
         if event["type"] == "progress":
             store.jobs.record_progress(job_id, data)
         elif event["type"] == "epoch":

@@ -7,10 +7,12 @@ the worker's main process would initialise CUDA in the parent of forked pool pro
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from typing import Any
 import redis
 
 from hm2bp_service.services import Services
+from hm2bp_service.watchdog import child_of
 from hm2bp_service.workers import MISSED_BEATS, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,8 @@ def probe_device(timeout: float = 120) -> dict[str, Any]:
     (``CUDA_VISIBLE_DEVICES``), else ``{"kind": "cpu", "name": CPU model, "cores"}``."""
     found: dict[str, Any] = {"kind": "cpu"}
     try:
-        done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=functools.partial(child_of, os.getpid(), signal.SIGKILL))  # no orphan
         found = json.loads(done.stdout.strip().splitlines()[-1])
     except Exception as exc:  # no torch, a broken driver: report the CPU
         log.warning("device probe failed (%s); reporting the CPU", exc)

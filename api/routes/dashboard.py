@@ -2,9 +2,9 @@
 entry module ``app.js`` and the ES modules it imports from ``static/js/``, served at ``/static/...``),
 plus ``/static/vendor/plotly.min.js`` served from the installed ``plotly`` package. No CDN: the
 page works offline. Routing within the page is by URL fragment (``/#/jobs/ID``), so ``/`` is the
-only HTML document; it is served with a strict Content-Security-Policy (scripts from this origin
-only, no inline script), a second line of defence behind the page's own rule of rendering every
-user-supplied string as text."""
+only HTML document (also reachable as ``/static/index.html``, with the same headers); it is served
+with a strict Content-Security-Policy (scripts from this origin only, no inline script), a second
+line of defence behind the page's own rule of rendering every user-supplied string as text."""
 
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ class DashboardFiles(StaticFiles):
         response = super().file_response(full_path, stat_result, scope, status_code)
         if str(full_path).endswith(".js") and response.status_code != 304:
             response.headers["content-type"] = "text/javascript; charset=utf-8"
+        # an HTML file served as a static file (/static/index.html) is the dashboard too: same headers as /
+        response.headers.update(HEADERS if str(full_path).endswith((".html", ".htm")) else
+                                {"X-Content-Type-Options": "nosniff"})
         return response
 
 

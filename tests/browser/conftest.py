@@ -62,7 +62,7 @@ def dashboard(tmp_path_factory) -> Dashboard:
                              cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while not (found := re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text())):
+        while not (found := re.search(r"token \([^)]*\): (hm2bp_\S+)", log.read_text())):
             assert serve.poll() is None and time.monotonic() < deadline, \
                 f"hm2bp serve did not start:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)

@@ -274,7 +274,7 @@ def test_make_run_takes_a_port_and_hands_out_the_token_after_the_worker_is_up(tm
     process = subprocess.Popen(["make", "-s", "run", f"PORT={port}", f"DATA_DIR={data}"], env=env, cwd=REPO,
                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        token = until(lambda: (re.search(r"token \(shown once\): (hm2bp_\S+)", log.read_text()) or [None, None])[1],
+        token = until(lambda: (re.search(r"token \([^)]*\): (hm2bp_\S+)", log.read_text()) or [None, None])[1],
                       seconds=300, what="the token")
         output = log.read_text()
         assert output.index("CPU kernels ready") < output.index("hm2bp service:")  # before it says it is ready

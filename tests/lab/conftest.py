@@ -22,7 +22,7 @@ WEBHOOK_MAX_ATTEMPTS = 3
 def lab(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("lab"), webhook_backoff_seconds="0.5", webhook_poll_seconds="0.2",
                       webhook_max_attempts=str(WEBHOOK_MAX_ATTEMPTS), webhook_timeout_seconds="5",
-                      worker_heartbeat_seconds="1", lease_seconds="10", sweep_seconds="1",
+                      worker_heartbeat_seconds="1", lease_seconds="10", sweep_seconds="1", admin_users="alice",
                       webhook_allowed_destinations="127.0.0.1",  # the receivers below (the default refuses them)
                       no_extensions="1")  # the tensor loop: no C++ kernel build in the training children
     try:

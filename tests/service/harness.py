@@ -82,10 +82,10 @@ def create_tokens(env: dict[str, str], users: tuple[str, ...] = ("alice", "bob")
 
 
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    """uvicorn serving the API on 127.0.0.1:port, in its own process group."""
+    """uvicorn serving the API on 127.0.0.1:port (as the API image runs it), in its own process group."""
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--http", "api.slow_clients:HeaderDeadlineProtocol"],
         env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
