@@ -17,14 +17,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from ..page_headers import HEADERS
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-# plotly injects <style> elements, hence 'unsafe-inline' for styles only; charts are SVG (no WebGL,
-# whose regl shaders would need 'unsafe-eval')
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-           "Cache-Control": "no-cache"}
 
 router = APIRouter(include_in_schema=False)
 
