@@ -113,9 +113,11 @@ def test_running_sweep_shows_a_pruned_trial_and_is_cancelled(page, dashboard):
                            timeout=120_000)  # the search goes on with its third trial
     best = page.get_attribute("#sweep-table tr.best", "data-state")
     assert best == "succeeded" and "Best so far" in page.text_content("#sweep-best")
-    page.wait_for_function("() => (document.getElementById('sweep-parcoords').data || [{}])[0].type === 'parcoords'")
+    # parallel coordinates (SVG): an axis per parameter and the objective, a line per scored trial
+    page.wait_for_function("() => (document.getElementById('sweep-parcoords').data || []).length >= 1")
     dimensions = page.evaluate(
-        "() => document.getElementById('sweep-parcoords').data[0].dimensions.map(d => d.label)")
+        "() => JSON.parse(document.getElementById('sweep-parcoords').dataset.dimensions).map(d => d.label)")
+    assert page.evaluate("() => document.getElementById('sweep-parcoords').data[0].type") == "scatter"
     assert dimensions[:2] == ["training.lr", "network.layers[0].threshold"]
     assert dimensions[2].startswith("test_accuracy")
     assert page.text_content("#sweep-table tr[data-state='pruned'] .badge") == "pruned"

@@ -64,20 +64,54 @@ export function plotEpochMetric(id, metric, runs) {
  * without one yet are left out), so the best trial is the brightest; its values are named in the
  * objective axis' label.
  */
+/**
+ * Parallel coordinates of a sweep's scored trials: one vertical axis per parameter and one for the
+ * objective, each scaled to its own range (a choice's values evenly spaced), one line per trial,
+ * coloured from low (light) to high (dark) objective, the best one thicker. Drawn with SVG scatter
+ * traces, not plotly's parcoords: that one needs WebGL, which the dashboard's CSP (no
+ * 'unsafe-eval') and headless browsers do not give. The axes drawn are kept in the element's
+ * ``data-dimensions`` (JSON: label, min, max or ticktext) for tests and tools.
+ */
 export function plotParcoords(id, keys, rows, objective, best) {
   const scored = rows.filter((row) => row.objective !== null && row.objective !== undefined);
-  const dimensions = keys.map((key) => {
+  const axes = keys.map((key) => {
     const values = scored.map((row) => row.params[key]);
     if (values.every((v) => typeof v === "number")) return { label: key, values };
     const names = [...new Set(values.map(String))];
-    return { label: key, values: values.map((v) => names.indexOf(String(v))), tickvals: names.map((_, i) => i), ticktext: names };
+    return { label: key, values: values.map((v) => names.indexOf(String(v))), ticktext: names };
   });
-  dimensions.push({ label: best ? `${objective} (best ${best.objective.toFixed(4)})` : objective,
-    values: scored.map((row) => row.objective), range: [Math.min(0, ...scored.map((r) => r.objective)), 1] });
-  Plotly.react(id, [{
-    type: "parcoords", dimensions,
-    line: { color: scored.map((row) => row.objective), colorscale: "Viridis", showscale: true,
-      colorbar: { title: { text: objective }, thickness: 12 } },
-  }], { margin: { l: 70, r: 70, t: 48, b: 24 }, paper_bgcolor: "rgba(0,0,0,0)",
-    font: { family: "system-ui, sans-serif", size: 12, color: "#344054" } }, PLOT_CONFIG);
+  axes.push({ label: best ? `${objective} (best ${best.objective.toFixed(4)})` : objective,
+    values: scored.map((row) => row.objective) });
+  for (const axis of axes) {
+    axis.min = axis.ticktext ? 0 : Math.min(...axis.values);
+    axis.max = axis.ticktext ? Math.max(axis.ticktext.length - 1, 1) : Math.max(...axis.values);
+  }
+  const scale = (axis, v) => (axis.max > axis.min ? (v - axis.min) / (axis.max - axis.min) : 0.5);
+  const low = Math.min(...scored.map((r) => r.objective)), high = Math.max(...scored.map((r) => r.objective));
+  const shade = (v) => {  // light blue (worst) to dark blue (best)
+    const f = high > low ? (v - low) / (high - low) : 1;
+    return `rgb(${Math.round(180 - 150 * f)}, ${Math.round(200 - 120 * f)}, ${Math.round(240 - 60 * f)})`;
+  };
+  const x = axes.map((_, i) => i);
+  const traces = scored.map((row, k) => ({
+    type: "scatter", mode: "lines+markers", x, y: axes.map((axis) => scale(axis, axis.values[k])),
+    line: { color: shade(row.objective), width: best && row.id === best.job_id ? 4 : 2 },
+    marker: { size: 6 }, name: row.name || row.id, showlegend: false,
+    hovertemplate: axes.map((axis) => `${axis.label}: ${axis.ticktext ? axis.ticktext[axis.values[k]] : axis.values[k]}`)
+      .join("<br>") + "<extra></extra>",
+  }));
+  const edge = (axis, v) => (axis.ticktext ? axis.ticktext[v] : Number(v).toPrecision(3));
+  const annotations = axes.flatMap((axis, i) => [
+    { x: i, y: 1.12, text: axis.label, showarrow: false, font: { size: 12 } },
+    { x: i, y: 1.0, text: edge(axis, axis.max), showarrow: false, xanchor: "left", xshift: 4, font: { size: 10 } },
+    { x: i, y: 0.0, text: edge(axis, axis.min), showarrow: false, xanchor: "left", xshift: 4, font: { size: 10 } },
+  ]);
+  const shapes = axes.map((_, i) => ({ type: "line", x0: i, x1: i, y0: 0, y1: 1, line: { color: "#98a2b3", width: 1 } }));
+  const element = document.getElementById(id);
+  element.dataset.dimensions = JSON.stringify(axes.map(({ label, min, max, ticktext }) => ({ label, min, max, ticktext })));
+  Plotly.react(id, traces, {
+    margin: { l: 40, r: 70, t: 56, b: 24 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    xaxis: { visible: false, range: [-0.2, axes.length - 0.6] }, yaxis: { visible: false, range: [-0.05, 1.2] },
+    annotations, shapes, font: { family: "system-ui, sans-serif", size: 12, color: "#344054" },
+  }, PLOT_CONFIG);
 }
