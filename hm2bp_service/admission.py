@@ -102,18 +102,25 @@ def check_work(estimate: Footprint, limit: int) -> None:
     raise Refused(detail, fields[0], errors=[{"field": field, "message": detail} for field in fields])
 
 
-def check_queue(services: Services, user_id: int) -> None:
+def check_queue(services: Services, user_id: int, adding: int = 1) -> None:
+    """QueueFull when ``adding`` more queued jobs would take the user past ``max_queued_jobs``."""
     settings = services.settings
     queued = services.store.jobs.count_queued(user_id)
-    if queued >= settings.max_queued_jobs:
+    if queued + adding > settings.max_queued_jobs:
         raise QueueFull(queued, settings.max_queued_jobs, settings.quota_retry_seconds)
 
 
 def admit(services: Services, user_id: int, spec: TrainingSpec, facts: DatasetFacts) -> Footprint:
-    """Refuse the job when it cannot run or is over a limit (see the module docstring); its estimate.
-    While the registry (Redis) is unreachable, the checks against live workers are skipped: the
-    job is queued and waits for the broker, as every job does then."""
+    """Refuse the job when it cannot run or is over a limit (see the module docstring); its estimate."""
     check_queue(services, user_id)
+    return admit_cost(services, spec, facts)
+
+
+def admit_cost(services: Services, spec: TrainingSpec, facts: DatasetFacts) -> Footprint:
+    """The device, memory and work checks of ``admit`` (a sweep checks its queue quota once for all
+    its points, then each point's cost). While the registry (Redis) is unreachable, the checks
+    against live workers are skipped: the job is queued and waits for the broker, as every job
+    does then."""
     estimate = footprint(spec, facts)
     check_work(estimate, services.settings.max_sample_steps)
     try:

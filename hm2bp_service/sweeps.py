@@ -25,6 +25,7 @@ from hm2bp_core.data import DatasetFacts
 from hm2bp_core.spec import TrainingSpec
 
 from . import search as searching
+from .admission import admit_cost, check_queue
 from .egress import refuse_unsafe_webhook
 from .errors import Refused, field_path
 from .lifecycle import cancel, dataset_facts, dispatch, misfit, new_job
@@ -195,6 +196,9 @@ def create_sweep(services: Services, user_id: int, *, dataset: str, spec: Traini
                                 f"({', '.join(f'{k}={v!r}' for k, v in point.items())})", facts))
              for number, point in enumerate(grid_points(grid), start=1)]
     refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
+    check_queue(services, user_id, adding=len(specs))
+    for _, resolved in specs:
+        admit_cost(services, TrainingSpec.model_validate(resolved), facts)
     name = name or f"sweep of {facts.name} over {', '.join(grid)}"
     sweep_id = new_id("swp")
     jobs = [new_job(services, user_id, dataset=dataset, spec=resolved, tags=tags, webhook_url=webhook_url,
@@ -230,6 +234,8 @@ def create_search(services: Services, user_id: int, *, dataset: str, spec: Train
             value = int(value) if bounds.get("integer") else value
             point_spec(base, parts, {key: value}, f"space {key}={value!r}", facts, "space")
     refuse_unsafe_webhook(webhook_url, services.settings.webhook_allowed_destinations)
+    check_queue(services, user_id, adding=search["max_concurrent"])
+    admit_cost(services, spec, facts)  # the base spec; the values a trial draws are not cost-checked
     name = name or f"{search['method']} search of {facts.name} over {', '.join(space)}"
     sweep_id = new_id("swp")
     sweep, _ = services.store.sweeps.create(sweep_id, user_id, name, dataset, base, {}, [], search=search)

@@ -69,3 +69,20 @@ def test_stored_bytes_are_bounded_per_user(cluster):
         if item["format"] != "builtin":
             assert alice.delete(f"/v1/datasets/{item['id']}").status_code == 204
     assert alice.post("/v1/datasets", files={"file": ("b.npz", second)}).status_code == 201  # room again
+
+
+def test_a_sweep_counts_all_its_points_against_the_queue(cluster):
+    bob = cluster.service.client("bob")
+    room = MAX_QUEUED - bob.get("/v1/jobs", params={"state": "queued"}).json()["total"]
+    assert room >= 1
+
+    def sweep(points: int):
+        grid = {"training.lr": [1e-3 * (k + 1) for k in range(points)]}
+        return bob.post("/v1/sweeps", json={"dataset": "builtin:digits", "spec": TINY_SPEC, "grid": grid})
+
+    refused = sweep(room + 1)  # one point more than the queue has room for
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["errors"][0]["field"] == "max_queued_jobs"
+    assert bob.get("/v1/jobs", params={"state": "queued"}).json()["total"] == MAX_QUEUED - room  # nothing queued
+    assert sweep(room).status_code == 201
+    assert bob.get("/v1/jobs", params={"state": "queued"}).json()["total"] == MAX_QUEUED
