@@ -61,7 +61,7 @@ def dashboard(tmp_path_factory) -> Dashboard:
     serve = subprocess.Popen([HM2BP, "serve", "--port", str(port), "--data-dir", str(folder / "data")], env=env,
                              cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # kernels checked and the worker up before the token is shown
         while not (found := re.search(r"token \([^)]*\): (hm2bp_\S+)", log.read_text())):
             assert serve.poll() is None and time.monotonic() < deadline, \
                 f"hm2bp serve did not start:\n{log.read_text()[-3000:]}"
