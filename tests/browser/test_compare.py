@@ -103,6 +103,7 @@ def test_running_sweep_shows_a_pruned_trial_and_is_cancelled(page, dashboard):
     page.click("a[href='#/sweeps']")
     page.click(f"tr[data-sweep='{sweep_id}'] a")
     page.wait_for_url(f"**/#/sweeps/{sweep_id}")
+    page.wait_for_function("() => (document.getElementById('sweep-state') || {}).textContent")  # first poll drawn
     assert page.text_content("#sweep-state") == "active"
 
     # the second trial (the silent network) falls behind the first after one epoch and is pruned
