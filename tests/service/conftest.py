@@ -55,7 +55,9 @@ def redis_db():
 def service(request, tmp_path_factory, redis_db):
     backend = request.param
     data_dir = tmp_path_factory.mktemp(f"service-{backend}")
-    env = service_env(data_dir, f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db()}")
+    # the CLI tests' webhooks go to a loopback port nobody listens on (the default refuses loopback)
+    env = service_env(data_dir, f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db()}",
+                      webhook_allowed_destinations="127.0.0.1")
     database = contextlib.ExitStack()
     if backend == "postgresql":
         env["HM2BP_DATABASE_URL"] = database.enter_context(postgres_schema())
