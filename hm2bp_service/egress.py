@@ -183,16 +183,24 @@ def _name_refusal(host: str, allow: AllowList) -> Blocked | None:
     return None
 
 
-def resolve(url: str, allow: AllowList, timeout: float = RESOLVE_SECONDS) -> Destination:
-    """The checked destination of ``url`` (blocking, at most ``timeout`` seconds of lookup);
-    ``Blocked`` or ``Unresolvable`` otherwise."""
+def _before_lookup(url: str, allow: AllowList) -> tuple[str, str, int, Destination | None]:
+    """What ``resolve`` and ``resolve_async`` check before any lookup: the URL's scheme, host and
+    port, and its destination when the host is an address literal (no lookup needed); ``Blocked``
+    when the name itself is refused."""
     scheme, host, port = split_url(url)
     refused = _name_refusal(host, allow)
     if refused is not None:
         raise refused
     literal = literal_address(host)
+    return scheme, host, port, None if literal is None else choose(scheme, host, port, [literal], allow)
+
+
+def resolve(url: str, allow: AllowList, timeout: float = RESOLVE_SECONDS) -> Destination:
+    """The checked destination of ``url`` (blocking, at most ``timeout`` seconds of lookup);
+    ``Blocked`` or ``Unresolvable`` otherwise."""
+    scheme, host, port, literal = _before_lookup(url, allow)
     if literal is not None:
-        return choose(scheme, host, port, [literal], allow)
+        return literal
     lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         return choose(scheme, host, port, _addresses(lookup.result(timeout)), allow)
@@ -202,13 +210,9 @@ def resolve(url: str, allow: AllowList, timeout: float = RESOLVE_SECONDS) -> Des
 
 async def resolve_async(url: str, allow: AllowList) -> Destination:
     """``resolve`` on the running event loop (the caller bounds the time)."""
-    scheme, host, port = split_url(url)
-    refused = _name_refusal(host, allow)
-    if refused is not None:
-        raise refused
-    literal = literal_address(host)
+    scheme, host, port, literal = _before_lookup(url, allow)
     if literal is not None:
-        return choose(scheme, host, port, [literal], allow)
+        return literal
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
