@@ -83,6 +83,11 @@ class LayerTrace:
     inputs: torch.Tensor
     spikes: torch.Tensor
     weight_t: torch.Tensor | None = None  # dense layers on the CPU: W^T of this pass, reused by its backward
+    counts: torch.Tensor | None = None  # B x N spikes per neuron, when the compiled kernel counted them
+
+    def spike_counts(self, dtype: torch.dtype) -> torch.Tensor:
+        """Spikes per neuron (B x N in ``dtype``): the kernel's count, or the raster summed over time."""
+        return spike_counts(self.spikes, dtype) if self.counts is None else self.counts.to(dtype)
 
 
 @dataclass
@@ -192,8 +197,11 @@ class SpikingLayer:
                   per_sample: bool) -> LayerGradient:
         """The result of :meth:`backward` from the per-sample gradients or their sum over the batch."""
         if not per_sample:
-            grad = grad.div_(batch)
-            grad += exponential_penalty_grad(self.weight, self.regularization)
+            if batch > 1:
+                grad = grad.div_(batch)
+            reg = self.regularization
+            if reg.lambda_ != 0 and reg.beta != 0:  # else the penalty is 0 (batch 1 pays no ops for it)
+                grad += exponential_penalty_grad(self.weight, reg)
         return LayerGradient(weight=grad, delta_below=below)
 
     def _backward_chunk(self, inputs, post, delta, switches: Hm2bp, lateral_factor, need_delta_below, per_sample):
@@ -328,6 +336,13 @@ class ConvLayer(SpikingLayer):
     I[t, co, x, y] = sum_{ci,i,j} K[co,ci,i,j] S_in[t, ci, s*x+i-p, s*y+j-p] (algorithm section 6.1); neurons
     fire on v > nu (no 1e-6 slack, as the authors' ConvSpiking). The weight gradient sums the
     per-position S-PSP terms over all positions sharing the kernel (summed, not averaged).
+
+    On the CPU both passes run in the compiled kernels of ``kernels/cpu.cpp`` (event driven, like
+    :class:`DenseLayer`'s): the forward pass adds the kernel footprint of each input that fires
+    into the output maps inside the LIF loop, and the backward pass builds each output position's
+    S-PSP terms e_{o|q} from its receptive field's input spikes and its own spike weights Q, sums
+    the kernel gradient over the positions and scatters the error down. Elsewhere (CUDA, no
+    compiler) the tensor code of :class:`SpikingLayer` computes the same.
     """
 
     strict_threshold = True
@@ -346,6 +361,44 @@ class ConvLayer(SpikingLayer):
     def units(self) -> int:
         c, h, w = self.out_shape
         return c * h * w
+
+    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+        kernel = for_tensor(self.weight)
+        if kernel is None:
+            return super().forward(inputs)
+        _, height, width = self.in_shape
+        spikes, counts = kernel.conv_lif(
+            as_bool(inputs), self.weight.detach(), height, width, self.stride, self.padding,
+            firing_threshold(self.threshold, self.strict_threshold), self.neuron.tau_m, self.neuron.tau_s,
+            self.neuron.refractory)
+        return LayerTrace(inputs=inputs, spikes=spikes, counts=counts)
+
+    def backward(
+        self,
+        trace: LayerTrace,
+        delta: torch.Tensor,
+        switches: Hm2bp,
+        *,
+        post_spikes: torch.Tensor | None = None,
+        lateral_factor: torch.Tensor | None = None,
+        need_delta_below: bool = True,
+        per_sample: bool = False,
+    ) -> LayerGradient:
+        """:meth:`SpikingLayer.backward`; on the CPU the whole batch in one call of the compiled kernel."""
+        kernel = for_tensor(self.weight)
+        if kernel is None:
+            return super().backward(trace, delta, switches, post_spikes=post_spikes, lateral_factor=lateral_factor,
+                                    need_delta_below=need_delta_below, per_sample=per_sample)
+        post = trace.spikes if post_spikes is None else post_spikes
+        dtype = self.weight.dtype
+        factor = torch.empty(0, dtype=dtype) if lateral_factor is None else lateral_factor.to(dtype)
+        _, height, width = self.in_shape
+        grad, below = kernel.conv_backward(
+            as_bool(trace.inputs), as_bool(post), self.weight.detach(), delta.to(dtype), factor, height, width,
+            self.stride, self.padding, self.threshold, self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory,
+            switches.refractory_shift, switches.psp_window, switches.side_effect, switches.ratio_fallbacks,
+            switches.silent_post_spsp, need_delta_below, per_sample)
+        return self._gradient(grad, below if need_delta_below else None, trace.inputs.shape[1], per_sample)
 
     def _maps(self, x: torch.Tensor, shape) -> torch.Tensor:
         return x.reshape(-1, *shape).to(self.weight.dtype)
@@ -375,6 +428,9 @@ class PoolLayer:
 
     Not learnable. The error sent down follows the authors' code, which divides by size^2 rather
     than by the pooling threshold: delta_q = delta_o / size^2 * R_oq, R = e_oq / a_q if both fire, else 1.
+    On the CPU both passes run in the compiled kernels of ``kernels/cpu.cpp`` (each input spike adds
+    1 to its window's neuron inside the LIF loop; e_oq from the window's input spikes and Q of o);
+    elsewhere the tensor code below computes the same.
     """
 
     lateral = 0.0  # never an output layer (the output layer is dense): no lateral inhibition
@@ -398,6 +454,12 @@ class PoolLayer:
         return pooled.reshape(*inputs.shape[:-1], self.units)
 
     def forward(self, inputs: torch.Tensor) -> LayerTrace:
+        kernel = for_tensor(inputs)
+        if kernel is not None:
+            spikes, counts = kernel.pool_lif(
+                as_bool(inputs), *self.in_shape, self.size, self.dtype == torch.float64,
+                firing_threshold(self.threshold, False), self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory)
+            return LayerTrace(inputs=inputs, spikes=spikes, counts=counts)
         steps, batch = inputs.shape[:2]
         state = LIFState.zeros(batch, self.units, self.dtype, self.device)
         spikes = lif_step_chunk(self.currents(inputs), state, self.threshold, self.neuron) > 0
@@ -427,6 +489,13 @@ class PoolLayer:
         """The error sent down (no weight gradient); the arguments are those of :meth:`SpikingLayer.backward`."""
         if not need_delta_below:
             return LayerGradient(weight=None, delta_below=None)
+        kernel = for_tensor(trace.inputs)
+        if kernel is not None:
+            below = kernel.pool_backward(
+                as_bool(trace.inputs), as_bool(trace.spikes if post_spikes is None else post_spikes),
+                delta.to(self.dtype), *self.in_shape, self.size, self.neuron.tau_m, self.neuron.tau_s,
+                self.neuron.refractory, switches.refractory_shift, switches.psp_window, switches.ratio_fallbacks)
+            return LayerGradient(weight=None, delta_below=below)
         post = (trace.spikes if post_spikes is None else post_spikes).to(self.dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)
         a_in = trace.inputs.sum(0).to(self.dtype)

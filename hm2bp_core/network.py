@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .geometry import layer_shapes
-from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer, SpikingLayer, spike_counts
+from .layers import ConvLayer, DenseLayer, LayerTrace, PoolLayer, SpikingLayer
 from .neuron import LIFParameters
 from .objective import count_error, lateral_factor, with_dummy_label_train
 from .spec import TrainingSpec
@@ -110,7 +110,7 @@ class SpikingNetwork:
         """Forward a batch (inputs T x B x N_in) and, with ``labels`` and ``learn``, its gradients."""
         traces = self.forward(inputs)
         dtype = self.parameters[0].dtype
-        layer_counts = [spike_counts(trace.spikes, dtype) for trace in traces]
+        layer_counts = [trace.spike_counts(dtype) for trace in traces]
         counts = layer_counts[-1]
         if labels is None:
             return BatchResult(counts, torch.zeros(counts.shape[0], device=counts.device), layer_counts)

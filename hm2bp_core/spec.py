@@ -150,13 +150,38 @@ class Regularization(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
 
+class BatchSchedule(_Strict):
+    """How a run with ``batch_size`` > 1 still learns (docs/cnn_batches.md); the default changes nothing.
+
+    Adam moves every weight by about lr per step whatever the batch, so a batch of B takes B times
+    fewer, not larger, steps per epoch. A deep CNN whose upper layers start silent is woken up only
+    by the silent-neuron fallbacks, about lr per step each, and at batch B that takes B times as
+    many samples. ``warmup_samples``: the run's first that many training samples are presented one
+    at a time (batch 1, at lr, the authors' setting), then batches of ``batch_size``.
+    ``lr_scaling``: the lr of each step of a batch of B samples (after the warm-up) is lr x B
+    (``linear``) or lr x sqrt(B) (``sqrt``), the lr schedule applied on top.
+    """
+
+    warmup_samples: int = Field(0, ge=0, le=10_000_000, description="first samples of the run at batch 1")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="lr of a batch of B samples: lr (none), lr*B (linear) or lr*sqrt(B) (sqrt)")
+
+    def factor(self, batch: int) -> float:
+        """The lr multiplier of a step over ``batch`` samples."""
+        return {"none": 1.0, "linear": float(batch), "sqrt": batch**0.5}[self.lr_scaling]
+
+
 class Training(_Strict):
     epochs: int = Field(200, ge=1, le=100_000)
     batch_size: int = Field(1, ge=1, le=65_536, description="1 = update after every sample, as the authors do")
+    batch_schedule: BatchSchedule = Field(default_factory=BatchSchedule)
     optimizer: Literal["adam"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10.0)
-    lr_schedule: Literal["inv_sqrt_epoch", "constant"] = Field(
-        "inv_sqrt_epoch", description="lr for 0-based epoch e: lr for e < 2, lr/sqrt(e) after (algorithm section 7.3)"
+    lr_schedule: Literal["inv_sqrt_epoch", "constant", "cosine"] = Field(
+        "inv_sqrt_epoch",
+        description="inv_sqrt_epoch: lr for 0-based epoch e < 2, lr/sqrt(e) after (the authors, algorithm section "
+        "7.3); constant: lr throughout; cosine: lr * (1 + cos(pi * x)) / 2 at each update, x the fraction of "
+        "the run's updates done (from lr down to 0 at the last update of the last epoch)",
     )
     seed: int = Field(0, ge=0, lt=2**63)
     device: Literal["auto", "cpu", "cuda"] | Annotated[str, Field(max_length=16, pattern=r"^(auto|cpu|cuda(:\d+)?)$")] \

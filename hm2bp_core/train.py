@@ -4,7 +4,9 @@ One epoch (algorithm sections 7.2-7.6):
 
 1. order the training samples (authors: 5000 random pair swaps of the running order);
 2. for each batch: encode, simulate, compute the HM2-BP gradients (per-sample in parallel, mean
-   over the batch), one Adam step with lr = lr0 for epochs 0 and 1, lr0 / sqrt(e) after;
+   over the batch), one Adam step with lr = lr0 for epochs 0 and 1, lr0 / sqrt(e) after (or another
+   ``training.lr_schedule``, ``learning_rate``), times ``training.batch_schedule``'s factor of the batch
+   size (the batches: ``epoch_batches``);
 3. boosting: every misclassified sample n of class c gets beta_n *= exp(err_c / 20), with
    err_c = sum of beta over misclassified samples of c / sum of beta over all samples of c;
 4. evaluate on the test set (and the validation split, if any), write a checkpoint.
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +105,42 @@ def check_fit(spec: TrainingSpec, dataset: DatasetFacts) -> None:
                          f"shape {list(dataset.input_shape)}")
 
 
-def learning_rate(spec: TrainingSpec, epoch: int) -> float:
-    """lr for 0-based ``epoch`` (algorithm section 7.3): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch)."""
-    if spec.training.lr_schedule == "constant" or epoch < 2:
-        return spec.training.lr
-    return spec.training.lr / math.sqrt(epoch)
+@contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Subnormal floats (|x| < 1.2e-38 in float32) read and computed as 0 while training, as on the authors'
+    GPU (their ``--use_fast_math`` build flushes them). Adam's first moment of a weight whose input has gone
+    quiet decays by 0.9 per update into that range, where the CPU computes 10-40x slower (the fused step
+    took 19 ms instead of 0.45 ms with every moment subnormal); the weights change by less than 1e-38."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def learning_rate(spec: TrainingSpec, epoch: int, progress: float = 0.0) -> float:
+    """lr for 0-based ``epoch``, ``progress`` (0 <= progress < 1) of the way through its updates.
+
+    inv_sqrt_epoch (the authors, algorithm section 7.3): lr0 for epochs 0 and 1, then lr0 / sqrt(epoch);
+    constant: lr0; cosine: lr0 * (1 + cos(pi * x)) / 2 with x = (epoch + progress) / epochs.
+    """
+    cfg = spec.training
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch + progress) / cfg.epochs))
+    if cfg.lr_schedule == "constant" or epoch < 2:
+        return cfg.lr
+    return cfg.lr / math.sqrt(epoch)
+
+
+def epoch_batches(spec: TrainingSpec, epoch: int, samples: int) -> list[tuple[int, int]]:
+    """(start, stop) positions in the epoch's order of each batch of 0-based ``epoch`` (``samples`` per epoch).
+
+    Batches of ``training.batch_size``, except the run's first ``batch_schedule.warmup_samples``
+    samples, one per batch (those of earlier epochs count: epoch e starts after e * samples).
+    """
+    warm = min(max(spec.training.batch_schedule.warmup_samples - epoch * samples, 0), samples)
+    size = spec.training.batch_size
+    return [(i, i + 1) for i in range(warm)] + [(i, min(i + size, samples)) for i in range(warm, samples, size)]
 
 
 class Trainer:
@@ -210,15 +244,14 @@ class Trainer:
     # ------------------------------------------------------------- training
     def _train_epoch(self) -> dict[str, Any]:
         cfg, spec = self.spec.training, self.spec
-        lr = learning_rate(spec, self.epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = learning_rate(spec, self.epoch)  # x batch_schedule.factor(batch) per step
         self._shuffle()
         aug = spec.augmentation
         if aug.enabled and aug.per == "epoch":
             self._epoch_grid = random_grids(1, *self.dataset.input_shape, scale=aug.scale, rotation=aug.rotation,
                                             distortion=aug.distortion, rng=self.rng)
-        steps = math.ceil(len(self.order) / cfg.batch_size)
+        batches = epoch_batches(spec, self.epoch, len(self.order))
+        steps = len(batches)
         layer_spikes = [0.0] * len(self.net.layers)
         wrong = np.zeros(len(self.dataset.x_train), dtype=bool)
         seen, cost_sum, logged_sum, correct = 0, 0.0, 0.0, 0
@@ -229,10 +262,14 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=len(self.order), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="sample", leave=False)
-        for step in range(steps):
+        for step, (begin, end) in enumerate(batches):
             if self.should_stop():
                 raise TrainingCancelled(f"cancelled in epoch {self.epoch + 1} at batch {step} of {steps}")
-            chunk = self.order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            chunk = self.order[begin:end]
+            # cosine: annealed at every batch, by the share of the epoch's samples done
+            rate = learning_rate(spec, self.epoch, begin / len(self.order)) if cfg.lr_schedule == "cosine" else lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate * cfg.batch_schedule.factor(len(chunk))
             labels = self.dataset.labels("train", chunk).to(self.device)
             weights = torch.as_tensor(self.boost[chunk], dtype=self.net.parameters[0].dtype, device=self.device)
             result = self.net.run(self.encode("train", chunk), labels, weights)
@@ -302,7 +339,8 @@ class Trainer:
             self.callback({"type": "log",
                            "message": f"resumed after epoch {self.epoch} from {self.out_dir / 'checkpoint'}"})
         while self.epoch < cfg.epochs:
-            row = self._train_epoch()
+            with flushed_denormals():
+                row = self._train_epoch()
             self.train_seconds += row["seconds"]
             where = f"epoch {row['epoch']}/{cfg.epochs}"
             meter = SpikingMeter(self.net.layers)
@@ -346,7 +384,7 @@ class Trainer:
         save_checkpoint(self.out_dir, tensors, info)
 
     def _restore(self) -> None:
-        loaded = load_checkpoint(self.out_dir)
+        loaded = load_checkpoint(self.out_dir, warn=lambda message: self.callback({"type": "log", "message": message}))
         if loaded is None:
             return
         tensors, info = loaded

@@ -59,6 +59,7 @@ def brute_conv_backward(pre, post, kernel, delta, nu, lif, in_shape, stride, pad
     return grad, below
 
 
+@pytest.mark.usefixtures("core_path")
 @pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
 def test_conv_gradients_equal_brute_force(lif, stride, padding):
     g = torch.Generator().manual_seed(stride * 10 + padding)
@@ -76,16 +77,21 @@ def test_conv_gradients_equal_brute_force(lif, stride, padding):
     assert float(grad.abs().sum()) > 0.1
 
 
+@pytest.mark.usefixtures("core_path")
 def test_conv_forward_is_cross_correlation(lif):
     kernel = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
-    kernel[0, 0, 0, 1] = 1.0
+    kernel[0, 0, 0, 1] = 5.0
     layer = ConvLayer(kernel, 1.0, lif, NO_REG, in_shape=(1, 3, 3))
-    spikes = torch.zeros(4, 1, 9, dtype=torch.float64)
+    spikes = torch.zeros(6, 1, 9, dtype=torch.float64)
     spikes[1, 0, 1 * 3 + 2] = 1.0  # input (1, 2) drives output (1, 1) through kernel (0, 1)
     currents = layer.currents(spikes)
     assert currents[1, 0].nonzero().flatten().tolist() == [1 * 2 + 1]
+    # the current reaches x at t = 2 (v = 5/8), then v = 5/8 * 63/64 + 4.375/8 > 1 at t = 3
+    fired = layer.forward(spikes).spikes[:, 0].nonzero().tolist()
+    assert fired == [[3, 1 * 2 + 1]]
 
 
+@pytest.mark.usefixtures("core_path")
 def test_pool_error_equals_brute_force(lif):
     g = torch.Generator().manual_seed(4)
     layer = PoolLayer(1.5, lif, in_shape=(2, 5, 4), size=2, dtype=torch.float64)
@@ -110,11 +116,15 @@ def test_pool_error_equals_brute_force(lif):
     assert torch.allclose(got, expected, atol=1e-9)  # row 4 of the 5 input rows lies outside every window
 
 
+@pytest.mark.usefixtures("core_path")
 def test_pool_forward_sums_windows(lif):
-    layer = PoolLayer(0.5, lif, in_shape=(1, 2, 2), size=2)
-    spikes = torch.zeros(3, 1, 4)
-    spikes[1, 0, :3] = 1.0
+    layer = PoolLayer(0.5, lif, in_shape=(1, 2, 3), size=2)  # the third column lies outside every window
+    spikes = torch.zeros(4, 1, 6)
+    spikes[1, 0, [0, 1, 3]] = 1.0
+    spikes[1, 0, 2] = 1.0  # outside: never counted
     assert float(layer.currents(spikes)[1, 0, 0]) == 3.0
+    # x = 3 at t = 2: v = 3/8 > 0.5 - 1e-6 is false, then v = 3/8 * 63/64 + 2.625/8 > 0.5 at t = 3
+    assert layer.forward(spikes).spikes[:, 0].nonzero().tolist() == [[3, 0]]
 
 
 def test_paper_cnn_is_a_few_lines_of_spec():
@@ -154,3 +164,126 @@ def test_augmentation_switch_trains_and_resamples(tmp_path):
     })
     metrics = train(spec, load_dataset("builtin:digits"), tmp_path)
     assert len(metrics["epochs"]) == 2 and metrics["epochs"][0]["firing_rates"][0] > 0
+
+
+def compiled_kernels():
+    from hm2bp_core import kernels
+
+    if kernels.cpu_kernels() is None:
+        pytest.skip("no C++ compiler here: only the tensor code runs")
+    return kernels
+
+
+SWITCHES = [Hm2bp(), Hm2bp(mode="custom", side_effect=False, ratio_fallbacks=False, refractory_shift=False,
+                           psp_window=False)]
+
+
+def sparse_inputs(g, steps, batch, units, rate):
+    """A random boolean raster of a few samples in which every 7th input neuron stays silent."""
+    inputs = random_raster(steps, batch, units, rate, g, refractory=1).bool()
+    inputs[:, :, ::7] = False
+    return inputs
+
+
+def both_paths(monkeypatch, run):
+    """run() on the compiled kernels, then on the tensor code (the CUDA path and the fallback)."""
+    kernels = compiled_kernels()
+    compiled = run()
+    monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
+    tensor = run()
+    monkeypatch.undo()
+    return compiled, tensor
+
+
+def assert_close(a, b, dtype):
+    scale = float(b.abs().max())
+    assert scale > 0
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    assert torch.allclose(a, b, rtol=tol, atol=tol * scale), float((a - b).abs().max()) / scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("stride, padding, channels", [(1, 0, 4), (2, 1, 11), (1, 2, 4), (3, 0, 11)])
+def test_event_driven_conv_equals_the_tensor_path(lif, monkeypatch, stride, padding, channels, dtype):
+    """The compiled conv layer against the tensor code on random rasters of 3 samples: the same
+    output spikes, and the same summed and per-sample kernel gradients and error sent down (with the
+    faithful switches and with every heuristic off, with and without a lateral factor); 4 output
+    channels (part of one block of the kernels' 8) and 11 (a whole block and part of another)."""
+    g = torch.Generator().manual_seed(100 + 10 * stride + padding)
+    in_shape = (3, 9, 8)
+    kernel = (torch.rand(channels, 3, 3, 3, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    layer = ConvLayer(kernel, 2.0, lif, NO_REG, in_shape=in_shape, stride=stride, padding=padding)
+    inputs = sparse_inputs(g, 200, 3, 3 * 9 * 8, 0.06)
+    delta = torch.randn(3, layer.units, generator=g, dtype=torch.float64).to(dtype)
+    factor = (torch.rand(3, layer.units, generator=g, dtype=torch.float64) + 0.5).to(dtype)
+
+    def run():
+        trace = layer.forward(inputs)
+        grads = [layer.backward(trace, delta, switches, lateral_factor=lateral, per_sample=per)
+                 for switches in SWITCHES for lateral in (None, factor) for per in (False, True)]
+        assert torch.equal(trace.spike_counts(dtype), trace.spikes.sum(0).to(dtype))
+        return trace.spikes, grads
+
+    (spikes, grads), (tensor_spikes, tensor_grads) = both_paths(monkeypatch, run)
+    assert spikes.dtype == torch.bool and torch.equal(spikes, tensor_spikes)
+    firing = spikes.any(0).double().mean()
+    assert 0.2 < float(firing) < 0.95  # firing and silent output neurons alike
+    for got, expected in zip(grads, tensor_grads, strict=True):
+        assert_close(got.weight, expected.weight, dtype)
+        assert_close(got.delta_below, expected.delta_below, dtype)
+    assert not torch.allclose(grads[0].weight, grads[4].weight)  # the switches matter
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("size, in_shape", [(2, (3, 9, 7)), (3, (2, 9, 9))])
+def test_event_driven_pool_equals_the_tensor_path(lif, monkeypatch, size, in_shape, dtype):
+    """The compiled pool layer against the tensor code: the same spikes and error sent down, windows
+    that cover the input and windows that leave its last rows and columns out."""
+    g = torch.Generator().manual_seed(7 + size)
+    layer = PoolLayer(1.5, lif, in_shape=in_shape, size=size, dtype=dtype)
+    units_in = in_shape[0] * in_shape[1] * in_shape[2]
+    inputs = sparse_inputs(g, 250, 3, units_in, 0.08)
+    inputs[:, :, : 2 * in_shape[2] * size] = False  # the first two rows of windows of channel 0 stay silent
+    delta = torch.randn(3, layer.units, generator=g, dtype=torch.float64).to(dtype)
+
+    def run():
+        trace = layer.forward(inputs)
+        assert torch.equal(trace.spike_counts(dtype), trace.spikes.sum(0).to(dtype))
+        return trace.spikes, [layer.backward(trace, delta, switches).delta_below for switches in SWITCHES]
+
+    (spikes, belows), (tensor_spikes, tensor_belows) = both_paths(monkeypatch, run)
+    assert spikes.dtype == torch.bool and torch.equal(spikes, tensor_spikes)
+    assert 0.2 < float(spikes.any(0).double().mean()) < 1
+    for got, expected in zip(belows, tensor_belows, strict=True):
+        assert_close(got, expected, dtype)
+
+
+def test_event_driven_cnn_equals_the_tensor_path(monkeypatch):
+    """A whole small CNN (conv with padding, pool, strided conv, pool, dense): every layer's spike
+    counts and every layer's per-sample and mean gradients of both paths, float64."""
+    spec = TrainingSpec.model_validate({
+        "network": {"layers": [{"type": "conv", "channels": 4, "kernel": 3, "padding": 1, "threshold": 2},
+                               {"type": "pool", "size": 2, "threshold": 1},
+                               {"type": "conv", "channels": 6, "kernel": 3, "stride": 2, "threshold": 2},
+                               {"type": "pool", "size": 2, "threshold": 1},
+                               {"type": "dense", "units": 10, "threshold": 3}]},
+        "encoding": {"time_steps": 160}, "training": {"precision": "float64"},
+        "output": {"lateral_inhibition": 0},  # its factor L comes from float32 spike weights on both paths
+    })
+    net = SpikingNetwork(spec, (14, 14), seed=2)
+    with torch.no_grad():
+        for weight in net.parameters[:2]:
+            weight.mul_(3).add_(0.3)  # deep maps that fire at this T
+    g = torch.Generator().manual_seed(9)
+    inputs = sparse_inputs(g, 160, 3, 14 * 14, 0.1)
+    labels = torch.tensor([0, 3, 7])
+
+    def run():
+        return [net.run(inputs, labels, per_sample=per) for per in (True, False)]
+
+    compiled, tensor = both_paths(monkeypatch, run)
+    for a, b in zip(compiled, tensor, strict=True):
+        assert all(torch.equal(ca, cb) for ca, cb in zip(a.layer_counts, b.layer_counts, strict=True))
+        assert all(float(counts.sum()) > 0 for counts in a.layer_counts)
+        for ga, gb in zip(a.gradients, b.gradients, strict=True):
+            assert_close(ga, gb, torch.float64)

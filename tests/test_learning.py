@@ -123,6 +123,8 @@ def test_compiled_network_gradients_equal_the_tensor_code(switches, monkeypatch)
         layer.weight = torch.nn.Parameter(layer.weight.double())
     g = torch.Generator().manual_seed(6)
     inputs = random_raster(160, 4, 20, 0.08, g).bool()
+    inputs[:, 0, :5] = False  # inputs that never fire in a sample (the kernel skips their rows), other ones
+    inputs[:, 2, 4:9] = False  # per sample, so that rows left from the sample before are never read
     labels = torch.tensor([0, 3, 2, 1])
     compiled = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
     monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
@@ -131,6 +133,41 @@ def test_compiled_network_gradients_equal_the_tensor_code(switches, monkeypatch)
         assert torch.equal(a.counts, b.counts) and float(a.counts.sum()) > 0
         for ga, gb in zip(a.gradients, b.gradients, strict=True):
             assert torch.allclose(ga, gb, atol=1e-10) and float(ga.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_sample_split_across_threads_computes_what_one_thread_does(batch, monkeypatch):
+    """Below the thread count the compiled kernels split a sample's neurons into chunks (cpu.cpp,
+    neuron_chunks): the rasters equal one thread's and the tensor code's, the gradients agree to rounding."""
+    from hm2bp_core import kernels
+
+    if kernels.cpu_kernels() is None:
+        pytest.skip("no C++ compiler here: only the tensor code runs")
+    spec = TrainingSpec.model_validate({
+        "network": {"layers": [{"type": "dense", "units": 300, "threshold": 2.0},
+                               {"type": "dense", "units": 4, "threshold": 2.0}]},
+        "encoding": {"time_steps": 160}})
+    net = SpikingNetwork(spec, 40, seed=4)
+    for layer in net.layers:
+        layer.weight = torch.nn.Parameter(layer.weight.double())
+    inputs = random_raster(160, batch, 40, 0.08, torch.Generator().manual_seed(8)).bool()
+    labels = torch.tensor([1, 3][:batch])
+    threads = torch.get_num_threads()
+    try:
+        runs = {}
+        for n in (1, 4):
+            torch.set_num_threads(n)
+            runs[n] = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(kernels, "cpu_kernels", lambda: None)
+    tensor = [net.run(inputs, labels, per_sample=per) for per in (True, False)]
+    for one, split, slow in zip(runs[1], runs[4], tensor, strict=True):
+        assert torch.equal(one.layer_counts[0], split.layer_counts[0]) and float(split.layer_counts[0].sum()) > 0
+        assert torch.equal(split.counts, slow.counts)
+        for ga, gb, gc in zip(one.gradients, split.gradients, slow.gradients, strict=True):
+            assert torch.allclose(ga, gb, atol=1e-12) and torch.allclose(gb, gc, atol=1e-10)
+            assert float(gb.abs().sum()) > 0
 
 
 def test_rate_relation_within_bounds(lif):

@@ -1,6 +1,7 @@
 """The spec, the trainer and the local CLI, end to end in real processes."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
+from hm2bp_core.checkpoint import checkpoint_folders, latest_epoch
 from hm2bp_core.data import load_dataset
 from hm2bp_core.spec import TrainingSpec, load_spec
 from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged, check_fit, learning_rate, train
@@ -37,6 +39,23 @@ def test_spec_defaults_are_the_papers():
     assert spec.training.regularization.lambda_ == 10 and spec.training.regularization.beta == 0.04
     rates = [learning_rate(spec, e) for e in (0, 1, 2, 199)]
     assert rates == pytest.approx([1e-3, 1e-3, 7.0711e-4, 7.089e-5], rel=1e-3)
+
+
+def test_cosine_schedule_anneals_each_update_to_zero():
+    spec = TrainingSpec.model_validate({"training": {"epochs": 2, "lr": 2e-3, "lr_schedule": "cosine"}})
+    rates = [learning_rate(spec, e, p) for e, p in ((0, 0.0), (0, 0.5), (1, 0.0), (1, 0.5), (1, 1.0))]
+    assert rates == pytest.approx([2e-3, 2e-3 * (1 + math.cos(math.pi / 4)) / 2, 1e-3,
+                                   2e-3 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0], abs=1e-12)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_training_flushes_subnormals_and_restores_them_after():
+    from hm2bp_core.train import flushed_denormals
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    with flushed_denormals():
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) > 0.0
 
 
 def test_spec_rejects_unknown_and_bad_fields(tmp_path):
@@ -97,8 +116,8 @@ def test_cli_trains_digits_to_90_percent(tmp_path):
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["test_accuracy"] >= 0.90
-    for name in ("model.safetensors", "spec.json", "metrics.json", "checkpoint/state.safetensors",
-                 "checkpoint/state.json"):
+    for name in ("model.safetensors", "spec.json", "metrics.json", "checkpoint/epoch-000004/state.safetensors",
+                 "checkpoint/epoch-000004/state.json", "checkpoint/epoch-000003/state.json"):
         assert (tmp_path / "run" / name).exists(), name
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 4 and metrics["final"]["best_test_accuracy"] >= final["test_accuracy"]
@@ -125,15 +144,14 @@ def test_resume_after_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path):
 
     killed = subprocess.Popen([*HM2BP, "train", str(spec), "--out", str(tmp_path / "cut")], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "cut" / "checkpoint" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+        if (latest_epoch(tmp_path / "cut") or 0) >= 2:
             break
         time.sleep(0.05)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
-    reached = json.loads(state.read_text())["epoch"]
+    reached = latest_epoch(tmp_path / "cut") or 0
     assert 2 <= reached < 4, "the kill must land before the run ends"
     assert not (tmp_path / "cut" / "model.safetensors").exists()
 
@@ -190,11 +208,13 @@ def test_resume_accepts_a_checkpoint_written_before_the_spec_gained_a_field(tmp_
     first._train_epoch()
     first.epoch = 1
     first._checkpoint()
-    state = tmp_path / "checkpoint" / "state.json"
+    state = tmp_path / "checkpoint" / "epoch-000001" / "state.json"
     info = json.loads(state.read_text())
     del info["spec"]["training"]["precision"]  # as written by a version without the field
     state.write_text(json.dumps(info))
     assert Trainer(spec, digits, tmp_path).run(resume=True)["final"]["epochs"] == 2
+    state = checkpoint_folders(tmp_path)[0] / "state.json"  # the newest (epoch 2), which a resume reads
+    info = json.loads(state.read_text())
     info["spec"]["training"]["lr"] = 0.5
     state.write_text(json.dumps(info))
     with pytest.raises(ValueError, match="different spec"):

@@ -1,7 +1,8 @@
 """Compiled CPU kernels, built on first use with torch's C++ extension loader (needs a C++ compiler).
 
 ``cpu_kernels()`` returns the module of ``cpu.cpp`` (``lif_chunk``, ``dense_lif``,
-``spike_weights``, ``dense_backward``) or ``None`` when it cannot be built (no compiler, or
+``spike_weights``, ``dense_backward``, ``conv_lif``, ``conv_backward``, ``pool_lif``,
+``pool_backward``) or ``None`` when it cannot be built (no compiler, or
 ``HM2BP_NO_EXTENSIONS=1``); callers then use the tensor code of :mod:`hm2bp_core.neuron`,
 :mod:`hm2bp_core.spsp` and :mod:`hm2bp_core.layers`, which computes the same results (the tests
 check both against each other).

@@ -1,4 +1,5 @@
-// CPU kernels of the HM2-BP core, one pass over time per sample, samples in parallel.
+// CPU kernels of the HM2-BP core, one pass over time per sample, samples (at batch sizes below the thread
+// count also the neurons of a sample: neuron_chunks) in parallel.
 //
 //   lif_chunk       the discrete LIF loop of the authors' code (algorithm section 2.2) on precomputed currents;
 //                   same arithmetic in the same order as hm2bp_core.neuron._lif_loop (bit-identical).
@@ -13,12 +14,30 @@
 //                   S-PSP e_{i|j}), then side effect, weight gradient and error sent down from E.
 //                   Per thread (kept between calls): Q (T x N), E^T and a gradient sum (N_in x N);
 //                   nothing grows with B.
+//   conv_lif        a conv layer (shared kernel K: C_out x C_in x k x k, stride, zero padding) fed by a
+//                   boolean raster: each step's input current is the kernel footprint of every input
+//                   that fired, added into the output maps, then the LIF step (as dense_lif, in SIMD
+//                   lanes); returns the raster and the spike counts (B x N). Output channels go in
+//                   blocks of BLOCK = 8, position-major (the 8 channels of a position side by side):
+//                   an input spike adds one vector of kernel entries per position it reaches.
+//   pool_lif        the same for a pool layer (unit weights over size x size windows, stride = size).
+//   conv_backward   the HM2-BP rules of hm2bp_core.layers for a conv layer, per output position: Q of
+//                   the post neuron, e_{o|q} = sum over the spikes of each input q of its receptive field
+//                   of Q[o, t], then side effect, the shared kernel's gradient (summed over positions)
+//                   and the error sent down through the adjoint scatter; by blocks of 8 channels as
+//                   conv_lif, which share a position's receptive field (its spikes are read once).
+//   pool_backward   the pool layer's error sent down (layers.PoolLayer.backward) from the same e_{o|q}.
+//                   conv and pool work on (sample, output channel) pairs, so one sample still uses
+//                   every thread; nothing of size T x N_out exists besides the boolean rasters.
 //
 // State tensors (v, x, r, last currents, last spikes: B x N each) are read and updated in place so
 // a run can be fed in chunks of steps.
 #include <torch/extension.h>
 
 #include <algorithm>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -84,16 +103,23 @@ torch::Tensor lif_chunk(torch::Tensor currents, torch::Tensor prev_currents, tor
 
 namespace {
 
-// Indices of the set bytes of a boolean row (most rows are > 95 % zeros: skip 8 bytes at a time).
+// Indices of the set bytes of a boolean row (most rows are > 95 % zeros: 32 bytes at a time with AVX2, else 8).
+// A set byte of a word is a set bit at 8 * (its offset): count trailing zeros to find each one.
 void active_indices(const bool* row, int64_t n, std::vector<int64_t>& out) {
   out.clear();
   int64_t j = 0;
+#ifdef __AVX2__
+  for (; j + 32 <= n; j += 32) {  // bit i of the mask: byte j + i is set
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j));
+    for (uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7))); mask != 0; mask &= mask - 1)
+      out.push_back(j + __builtin_ctz(mask));
+  }
+#endif
   for (; j + 8 <= n; j += 8) {
     uint64_t word;
     std::memcpy(&word, row + j, 8);
-    if (word == 0) continue;
-    for (int64_t q = j; q < j + 8; ++q)
-      if (row[q]) out.push_back(q);
+    word &= 0x0101010101010101ULL;  // bools are 0 or 1; keep the low bit of each byte
+    for (; word != 0; word &= word - 1) out.push_back(j + __builtin_ctzll(word) / 8);
   }
   for (; j < n; ++j)
     if (row[j]) out.push_back(j);
@@ -193,6 +219,22 @@ torch::Tensor spike_weights(torch::Tensor post, bool as_double, double tau_m, do
   return q;
 }
 
+// Work items of the dense kernels: (sample b, neuron chunk c). With fewer samples than threads (batch 1, the
+// authors' setting) a sample's neurons are split into chunks so that every thread has work; a layer whose neurons
+// are coupled within a step (lateral inhibition) is never split. One chunk per sample otherwise, so a run with at
+// least as many samples per batch as threads computes exactly what it did before chunks existed.
+static int64_t neuron_chunks(int64_t B, int64_t N, bool coupled) {
+  const int64_t threads = at::get_num_threads();
+  if (coupled || B >= threads) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>((threads + B - 1) / B, N / 64));
+}
+
+// First neuron of chunk c of C (multiples of 16, so chunks share no cache line of a float row).
+static int64_t chunk_start(int64_t c, int64_t C, int64_t N) {
+  if (c >= C) return N;
+  return c == 0 ? 0 : (c * N / C) & ~int64_t(15);
+}
+
 torch::Tensor dense_lif(torch::Tensor inputs, torch::Tensor weight_t, torch::Tensor prev_currents,
                         torch::Tensor prev_spikes, torch::Tensor v_state, torch::Tensor x_state, torch::Tensor r_state,
                         double nu, double tau_m, double tau_s, int64_t refractory, double lateral, int64_t t0) {
@@ -204,6 +246,7 @@ torch::Tensor dense_lif(torch::Tensor inputs, torch::Tensor weight_t, torch::Ten
   auto spikes = torch::zeros({T, B, N}, torch::TensorOptions().dtype(torch::kBool));
   const bool* in = S.data_ptr<bool>();
   bool* out = spikes.data_ptr<bool>();
+  const int64_t C = neuron_chunks(B, N, lateral != 0);
   AT_DISPATCH_FLOATING_TYPES(WT.scalar_type(), "dense_lif", [&] {
     const scalar_t* w = WT.data_ptr<scalar_t>();
     scalar_t* v = v_state.data_ptr<scalar_t>();
@@ -212,35 +255,37 @@ torch::Tensor dense_lif(torch::Tensor inputs, torch::Tensor weight_t, torch::Ten
     scalar_t* last_cur = prev_currents.data_ptr<scalar_t>();
     scalar_t* last_spk = prev_spikes.data_ptr<scalar_t>();
     const scalar_t tm = tau_m, ts = tau_s, th = nu, lat = lateral;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B * C, 1, [&](int64_t item0, int64_t item1) {
       std::vector<scalar_t> cur(N), next(N), prev(N), now(N);
       std::vector<int64_t> active;
-      for (int64_t b = b0; b < b1; ++b) {
-        scalar_t* vb = v + b * N;
-        scalar_t* xb = x + b * N;
-        int64_t* rb = r + b * N;
-        std::copy(last_cur + b * N, last_cur + (b + 1) * N, cur.begin());  // I[t0 - 1]
-        std::copy(last_spk + b * N, last_spk + (b + 1) * N, prev.begin());
+      for (int64_t item = item0; item < item1; ++item) {
+        const int64_t b = item / C, n0 = chunk_start(item % C, C, N), M = chunk_start(item % C + 1, C, N) - n0;
+        const int64_t off = b * N + n0;  // this item's neurons in the B x N state
+        scalar_t* vb = v + off;
+        scalar_t* xb = x + off;
+        int64_t* rb = r + off;
+        std::copy(last_cur + off, last_cur + off + M, cur.begin());  // I[t0 - 1]
+        std::copy(last_spk + off, last_spk + off + M, prev.begin());
         for (int64_t k = 0; k < T; ++k) {
           const int64_t t = t0 + k;
           // I[t] = sum of the weight rows of the inputs firing at t; it reaches the neuron at t + 1
-          std::fill(next.begin(), next.end(), scalar_t(0));
+          std::fill(next.begin(), next.begin() + M, scalar_t(0));
           active_indices(in + (k * B + b) * Nin, Nin, active);
           for (int64_t j : active) {
-            const scalar_t* row = w + j * N;
-            for (int64_t n = 0; n < N; ++n) next[n] += row[n];
+            const scalar_t* row = w + j * N + n0;
+            for (int64_t n = 0; n < M; ++n) next[n] += row[n];
           }
-          std::fill(now.begin(), now.end(), scalar_t(0));
+          std::fill(now.begin(), now.begin() + M, scalar_t(0));
           if (t != 0) {  // no spike is possible at t = 0 (the zero state only decays)
-            lif_step(vb, xb, rb, cur.data(), prev.data(), now.data(), N, tm, ts, th, refractory, lat);
-            bool* spk = out + (k * B + b) * N;
-            for (int64_t n = 0; n < N; ++n) spk[n] = now[n] != 0;
+            lif_step(vb, xb, rb, cur.data(), prev.data(), now.data(), M, tm, ts, th, refractory, lat);
+            bool* spk = out + (k * B + b) * N + n0;
+            for (int64_t n = 0; n < M; ++n) spk[n] = now[n] != 0;
           }
           std::swap(cur, next);
           std::swap(prev, now);
         }
-        std::copy(cur.begin(), cur.end(), last_cur + b * N);
-        std::copy(prev.begin(), prev.end(), last_spk + b * N);
+        std::copy(cur.begin(), cur.begin() + M, last_cur + off);
+        std::copy(prev.begin(), prev.begin() + M, last_spk + off);
       }
     });
   });
@@ -261,9 +306,12 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
   auto L = has_lateral ? lateral_factor.contiguous() : lateral_factor;
   const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), N = WT.size(1);
   TORCH_CHECK(WT.size(0) == Nin, "dense_backward: weight_t must be N_in x N");
+  // the backward pass of a post neuron needs no other post neuron of its sample: chunks whatever the coupling;
+  // the error sent down sums over the post neurons, so each chunk writes its part and the parts are added after
+  const int64_t C = neuron_chunks(B, N, false);
   auto opts = WT.options();
   auto grad = per_sample ? torch::zeros({B, N, Nin}, opts) : torch::zeros({N, Nin}, opts);
-  auto below = need_below ? torch::zeros({B, Nin}, opts) : torch::empty({0}, opts);
+  auto below_parts = need_below ? torch::zeros({C, B, Nin}, opts) : torch::empty({0}, opts);
   auto row_sum = side_effect && fallbacks ? WT.sum(0).contiguous() : torch::zeros({N}, opts);  // sum_j w_ij
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
@@ -275,107 +323,734 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
     const scalar_t* lf = has_lateral ? L.data_ptr<scalar_t>() : nullptr;
     const scalar_t* rs = row_sum.data_ptr<scalar_t>();
     scalar_t* g = grad.data_ptr<scalar_t>();
-    scalar_t* bl = need_below ? below.data_ptr<scalar_t>() : nullptr;
+    scalar_t* bp = need_below ? below_parts.data_ptr<scalar_t>() : nullptr;
     const scalar_t th = nu, e_silent = silent_value;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      // the big buffers live as long as the thread: fresh multi-MB allocations cost a page fault per 4 KiB
+    at::parallel_for(0, B * C, 1, [&](int64_t item0, int64_t item1) {
+      // The big buffers live as long as the thread (fresh multi-MB allocations cost a page fault per 4 KiB).
+      // Only the rows of inputs that fire in a sample (a_in > 0; ~1 in 5 of MNIST's pixels) are read or written:
+      // E^T rows of the others are stale, not zeroed, and never read; gt is all 0 between calls (each call
+      // clears the rows it added to), whatever layer shape the thread ran last.
       thread_local std::vector<scalar_t> q, et, gt;
       q.resize(T * N);
       et.resize(Nin * N);
-      if (!per_sample) gt.assign(Nin * N, scalar_t(0));
+      if (!per_sample) gt.resize(Nin * N, scalar_t(0));
+      int64_t lo = N, hi = 0;  // the post neurons this thread's gradient sum holds
       std::vector<scalar_t> v(N), d_fire(N), d_silent(N), weighted(N), silent_row(N);
       std::vector<double> cm(T), cs(T);
       std::vector<std::vector<int64_t>> times(N);
-      std::vector<int64_t> a_in(Nin), active;
-      for (int64_t b = b0; b < b1; ++b) {
-        // Q^T (T x N): spike weights of every firing post neuron
+      std::vector<int64_t> a_in(Nin), active, fired;
+      std::vector<char> touched(per_sample ? 0 : Nin, 0);  // gt rows of this call
+      for (int64_t item = item0; item < item1; ++item) {
+        // this item: sample b, post neurons n0 .. n0 + M; Q^T is T x M and E^T is N_in x M (row stride M)
+        const int64_t b = item / C, n0 = chunk_start(item % C, C, N), M = chunk_start(item % C + 1, C, N) - n0;
+        lo = std::min(lo, n0);
+        hi = std::max(hi, n0 + M);
+        // Q^T (T x M): spike weights of every firing post neuron
         spike_times(po, T, B, N, b, times);
-        std::fill(q.begin(), q.end(), scalar_t(0));
-        for (int64_t i = 0; i < N; ++i)
-          if (!times[i].empty())
-            neuron_spike_weights(times[i].data(), int64_t(times[i].size()), T, p, cm.data(), cs.data(), q.data() + i, N);
-        // E^T (N_in x N): E_ij = sum over the spikes of input j of Q[i, t]
-        std::fill(et.begin(), et.end(), scalar_t(0));
+        std::fill(q.begin(), q.begin() + T * M, scalar_t(0));
+        for (int64_t i = 0; i < M; ++i)
+          if (!times[n0 + i].empty())
+            neuron_spike_weights(times[n0 + i].data(), int64_t(times[n0 + i].size()), T, p, cm.data(), cs.data(),
+                                 q.data() + i, M);
+        // E^T (N_in x M): E_ij = sum over the spikes of input j of Q[i, t], in one pass over the raster that
+        // also counts a_j and clears a row at its input's first spike
         std::fill(a_in.begin(), a_in.end(), 0);
         for (int64_t t = 0; t < T; ++t) {
           active_indices(in + (t * B + b) * Nin, Nin, active);
-          const scalar_t* qt = q.data() + t * N;
+          const scalar_t* qt = q.data() + t * M;
           for (int64_t j : active) {
-            a_in[j] += 1;
-            scalar_t* e = et.data() + j * N;
-            for (int64_t i = 0; i < N; ++i) e[i] += qt[i];
+            scalar_t* e = et.data() + j * M;
+            if (a_in[j]++ == 0) std::copy(qt, qt + M, e);
+            else for (int64_t i = 0; i < M; ++i) e[i] += qt[i];
           }
         }
+        fired.clear();  // the inputs that fire in this sample
+        for (int64_t j = 0; j < Nin; ++j)
+          if (a_in[j] > 0) fired.push_back(j);
         // silent post neurons (their Q and E rows are 0) count e = silent_value for every active input:
         // added below as silent[i] * e_silent * [a_j > 0], so E^T is never written column by column
-        for (int64_t i = 0; i < N; ++i) silent_row[i] = times[i].empty() ? scalar_t(1) : scalar_t(0);
+        for (int64_t i = 0; i < M; ++i) silent_row[i] = times[n0 + i].empty() ? scalar_t(1) : scalar_t(0);
         // side effect s_i = (1/nu) sum_j w_ij rho_ij, rho = e/a_i (firing) or 0.5 (silent, fallbacks)
-        std::fill(weighted.begin(), weighted.end(), scalar_t(0));
+        std::fill(weighted.begin(), weighted.begin() + M, scalar_t(0));
         if (side_effect)
-          for (int64_t j = 0; j < Nin; ++j) {
-            const scalar_t* e = et.data() + j * N;
-            const scalar_t* w = wt + j * N;
-            for (int64_t i = 0; i < N; ++i) weighted[i] += w[i] * e[i];
+          for (int64_t j : fired) {
+            const scalar_t* e = et.data() + j * M;
+            const scalar_t* w = wt + j * N + n0;
+            for (int64_t i = 0; i < M; ++i) weighted[i] += w[i] * e[i];
           }
-        for (int64_t i = 0; i < N; ++i) {
-          const scalar_t a_out = scalar_t(times[i].size());
+        for (int64_t i = 0; i < M; ++i) {
+          const int64_t n = n0 + i;
+          const scalar_t a_out = scalar_t(times[n].size());
           scalar_t side = 0;
           if (side_effect) {
             if (a_out > 0) side = weighted[i] / (th * a_out);
-            else if (fallbacks) side = scalar_t(0.5) * rs[i] / th;
+            else if (fallbacks) side = scalar_t(0.5) * rs[n] / th;
           }
-          const scalar_t d = dl[b * N + i] / th;
-          v[i] = d * (scalar_t(1) + side) * (has_lateral ? lf[b * N + i] : scalar_t(1));
+          const scalar_t d = dl[b * N + n] / th;
+          v[i] = d * (scalar_t(1) + side) * (has_lateral ? lf[b * N + n] : scalar_t(1));
           d_fire[i] = a_out > 0 ? d : scalar_t(0);
           d_silent[i] = a_out > 0 ? scalar_t(0) : d;
         }
-        // g_ij = v_i e_ij
+        // g_ij = v_i e_ij (0 where input j never fires: e_ij = 0 and no silent-post term)
         if (per_sample) {
-          scalar_t* gb = g + b * N * Nin;
-          for (int64_t j = 0; j < Nin; ++j) {
-            const scalar_t sj = a_in[j] > 0 ? e_silent : scalar_t(0);
-            for (int64_t i = 0; i < N; ++i) gb[i * Nin + j] = v[i] * (et[j * N + i] + silent_row[i] * sj);
-          }
+          scalar_t* gb = g + (b * N + n0) * Nin;
+          for (int64_t j : fired)
+            for (int64_t i = 0; i < M; ++i) gb[i * Nin + j] = v[i] * (et[j * M + i] + silent_row[i] * e_silent);
         } else {
-          for (int64_t j = 0; j < Nin; ++j) {
-            const scalar_t* e = et.data() + j * N;
-            const scalar_t sj = a_in[j] > 0 ? e_silent : scalar_t(0);
-            scalar_t* acc = gt.data() + j * N;
-            for (int64_t i = 0; i < N; ++i) acc[i] += v[i] * (e[i] + silent_row[i] * sj);
+          for (int64_t j : fired) {
+            const scalar_t* e = et.data() + j * M;
+            scalar_t* acc = gt.data() + j * N + n0;
+            for (int64_t i = 0; i < M; ++i) acc[i] += v[i] * (e[i] + silent_row[i] * e_silent);
+            touched[j] = 1;
           }
         }
         // delta_j = sum_i d_i w_ij R_ij, R = e_ij / a_j where both fire; fallbacks: R = 1 elsewhere
-        if (need_below)
+        // (an input that never fires: sum_i d_i w_ij, d = d_fire + d_silent, with fallbacks, else 0)
+        if (need_below) {
+          scalar_t* bl = bp + ((item % C) * B + b) * Nin;
           for (int64_t j = 0; j < Nin; ++j) {
-            const scalar_t* e = et.data() + j * N;
-            const scalar_t* w = wt + j * N;
-            scalar_t fire_e = 0, fire = 0, silent = 0;
-            for (int64_t i = 0; i < N; ++i) {
-              fire_e += d_fire[i] * w[i] * e[i];
-              fire += d_fire[i] * w[i];
-              silent += d_silent[i] * w[i];
-            }
+            const scalar_t* w = wt + j * N + n0;
             const scalar_t a = scalar_t(a_in[j]);
-            if (a > 0) bl[b * Nin + j] = fire_e / a + (fallbacks ? silent : e_silent * silent / a);
-            else bl[b * Nin + j] = fallbacks ? silent + fire : scalar_t(0);
+            if (a > 0) {
+              const scalar_t* e = et.data() + j * M;
+              scalar_t fire_e = 0, silent = 0;
+              for (int64_t i = 0; i < M; ++i) {
+                fire_e += d_fire[i] * w[i] * e[i];
+                silent += d_silent[i] * w[i];
+              }
+              bl[j] = fire_e / a + (fallbacks ? silent : e_silent * silent / a);
+            } else if (fallbacks) {
+              scalar_t fire = 0, silent = 0;
+              for (int64_t i = 0; i < M; ++i) {
+                fire += d_fire[i] * w[i];
+                silent += d_silent[i] * w[i];
+              }
+              bl[j] = silent + fire;
+            }
           }
+        }
       }
-      if (!per_sample) {  // g (N x N_in) += this thread's G^T, transposed in tiles
-        std::lock_guard<std::mutex> lock(merge);
-        constexpr int64_t tile = 32;
-        for (int64_t j0 = 0; j0 < Nin; j0 += tile)
-          for (int64_t i0 = 0; i0 < N; i0 += tile)
-            for (int64_t i = i0; i < std::min(i0 + tile, N); ++i)
-              for (int64_t j = j0; j < std::min(j0 + tile, Nin); ++j) g[i * Nin + j] += gt[j * N + i];
+      if (!per_sample) {  // g (N x N_in) += this thread's G^T over its post neurons and inputs, transposed in tiles
+        std::vector<int64_t> rows;
+        for (int64_t j = 0; j < Nin; ++j)
+          if (touched[j]) rows.push_back(j);
+        {
+          std::lock_guard<std::mutex> lock(merge);
+          constexpr int64_t tile = 32;
+          const int64_t R = int64_t(rows.size());
+          for (int64_t k0 = 0; k0 < R; k0 += tile)
+            for (int64_t i0 = lo; i0 < hi; i0 += tile)
+              for (int64_t i = i0; i < std::min(i0 + tile, hi); ++i)
+                for (int64_t k = k0; k < std::min(k0 + tile, R); ++k) g[i * Nin + rows[k]] += gt[rows[k] * N + i];
+        }
+        for (int64_t j : rows) std::fill(gt.begin() + j * N, gt.begin() + (j + 1) * N, scalar_t(0));
       }
+    });
+  });
+  auto below = !need_below ? below_parts : C == 1 ? below_parts[0] : below_parts.sum(0);
+  return {grad, below};
+}
+
+namespace {
+
+// SIMD lanes of 64 bytes (GCC/Clang vector extensions: AVX-512, two AVX2 halves, or scalar code, as
+// the machine has), with the matching integer lanes for the refractory counters and the spike bytes.
+template <typename scalar_t>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float vec __attribute__((vector_size(64)));
+  typedef int32_t count_t;
+  typedef int32_t ivec __attribute__((vector_size(64)));
+  typedef int8_t bvec __attribute__((vector_size(16)));
+  static constexpr int64_t n = 16;
+};
+template <>
+struct Lanes<double> {
+  typedef double vec __attribute__((vector_size(64)));
+  typedef int64_t count_t;
+  typedef int64_t ivec __attribute__((vector_size(64)));
+  typedef int8_t bvec __attribute__((vector_size(8)));
+  static constexpr int64_t n = 8;
+};
+
+// lif_step_plain's step for neurons n0 .. N - 1, one at a time (what is left after the whole vectors)
+template <typename scalar_t, typename count_t>
+inline void lif_step_scalar(scalar_t* v, scalar_t* x, count_t* r, const scalar_t* cur, bool* spk, count_t* count,
+                            int64_t n0, int64_t N, scalar_t tm, scalar_t ts, scalar_t th, count_t refractory) {
+  for (int64_t n = n0; n < N; ++n) {
+    scalar_t vv = v[n] - v[n] / tm;
+    scalar_t xx = x[n] - x[n] / ts;
+    xx = xx + cur[n];
+    vv = vv + xx / ts;
+    if (r[n] > 0) { vv = 0; r[n] -= 1; }
+    spk[n] = vv > th;
+    if (spk[n]) { vv = 0; r[n] = refractory; count[n] += 1; }
+    v[n] = vv;
+    x[n] = xx;
+  }
+}
+
+// One step t > 0 of the LIF loop without lateral input (conv and pool layers): lif_step's arithmetic in
+// its order (IEEE operations per lane, so bit-identical), on whole vectors; spk[n] = whether n fires,
+// and count[n] counts its spikes.
+template <typename scalar_t>
+inline void lif_step_plain(scalar_t* v, scalar_t* x, typename Lanes<scalar_t>::count_t* r, const scalar_t* cur,
+                           bool* spk, typename Lanes<scalar_t>::count_t* count, int64_t N, scalar_t tm, scalar_t ts,
+                           scalar_t th, typename Lanes<scalar_t>::count_t refractory) {
+  using L = Lanes<scalar_t>;
+  using vec = typename L::vec;
+  using ivec = typename L::ivec;
+  using bvec = typename L::bvec;
+  int64_t n = 0;
+  for (; n + L::n <= N; n += L::n) {
+    vec vv, xx, c;
+    ivec rr, cc;
+    std::memcpy(&vv, v + n, sizeof(vec));
+    std::memcpy(&xx, x + n, sizeof(vec));
+    std::memcpy(&c, cur + n, sizeof(vec));
+    std::memcpy(&rr, r + n, sizeof(ivec));
+    std::memcpy(&cc, count + n, sizeof(ivec));
+    vv = vv - vv / tm;
+    xx = xx - xx / ts;
+    xx = xx + c;
+    vv = vv + xx / ts;
+    const ivec clamped = rr > 0;  // -1 where true
+    vv = clamped ? vec{} : vv;
+    rr = rr + clamped;
+    const ivec fired = vv > th;
+    vv = fired ? vec{} : vv;
+    rr = fired ? ivec{} + refractory : rr;
+    const bvec fired_bytes = __builtin_convertvector(-fired, bvec);
+    std::memcpy(spk + n, &fired_bytes, sizeof(bvec));
+    std::memcpy(v + n, &vv, sizeof(vec));
+    std::memcpy(x + n, &xx, sizeof(vec));
+    std::memcpy(r + n, &rr, sizeof(ivec));
+    cc = cc - fired;
+    std::memcpy(count + n, &cc, sizeof(ivec));
+  }
+  lif_step_scalar(v, x, r, cur, spk, count, n, N, tm, ts, th, refractory);
+}
+
+#ifdef __AVX2__
+// byte_lanes.of[m]: the 8 bytes (0 or 1) of the 8-bit mask m: byte i is bit i (lane i fired)
+struct ByteLanes {
+  uint64_t of[256];
+  ByteLanes() {
+    for (int m = 0; m < 256; ++m) {
+      of[m] = 0;
+      for (int i = 0; i < 8; ++i) if (m >> i & 1) of[m] |= uint64_t(1) << (8 * i);
+    }
+  }
+};
+static const ByteLanes byte_lanes;
+
+// x / t is x * (1 / t), rounded alike, when 1 / t is exact: t a power of two (the authors' tau_m = 64, tau_s = 8)
+inline bool exact_reciprocal(double t) {
+  int exponent;
+  return std::frexp(t, &exponent) == 0.5;
+}
+
+// lif_step_plain for float in AVX2 registers, 8 neurons at a time: the same IEEE operations in the same order
+// (so bit-identical), without the generic vectors' lane-by-lane conversions of the masks (5-7x faster);
+// Multiply: the time constants are powers of two, and each division is the multiplication by the
+// reciprocal (the same result, a tenth of the cost).
+template <bool Multiply>
+inline void lif_step_avx(float* v, float* x, int32_t* r, const float* cur, bool* spk, int32_t* count, int64_t N,
+                         float tm, float ts, float th, int32_t refractory) {
+  const __m256 vtm = _mm256_set1_ps(Multiply ? 1.0f / tm : tm), vts = _mm256_set1_ps(Multiply ? 1.0f / ts : ts);
+  const __m256 vth = _mm256_set1_ps(th);
+  const __m256i zero = _mm256_setzero_si256(), vref = _mm256_set1_epi32(refractory);
+  auto over = [](__m256 a, __m256 t) { return Multiply ? _mm256_mul_ps(a, t) : _mm256_div_ps(a, t); };
+  int64_t n = 0;
+  for (; n + 8 <= N; n += 8) {
+    __m256 vv = _mm256_loadu_ps(v + n), xx = _mm256_loadu_ps(x + n);
+    vv = _mm256_sub_ps(vv, over(vv, vtm));
+    xx = _mm256_sub_ps(xx, over(xx, vts));
+    xx = _mm256_add_ps(xx, _mm256_loadu_ps(cur + n));
+    vv = _mm256_add_ps(vv, over(xx, vts));
+    __m256i rr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + n));
+    const __m256i clamped = _mm256_cmpgt_epi32(rr, zero);  // -1 where r > 0
+    vv = _mm256_andnot_ps(_mm256_castsi256_ps(clamped), vv);
+    rr = _mm256_add_epi32(rr, clamped);
+    const __m256 fired = _mm256_cmp_ps(vv, vth, _CMP_GT_OQ);
+    vv = _mm256_andnot_ps(fired, vv);
+    const __m256i firedi = _mm256_castps_si256(fired);
+    rr = _mm256_blendv_epi8(rr, vref, firedi);
+    _mm256_storeu_ps(v + n, vv);
+    _mm256_storeu_ps(x + n, xx);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(r + n), rr);
+    __m256i cc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + n));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(count + n), _mm256_sub_epi32(cc, firedi));
+    const uint64_t bytes = byte_lanes.of[_mm256_movemask_ps(fired)];
+    std::memcpy(spk + n, &bytes, 8);
+  }
+  lif_step_scalar(v, x, r, cur, spk, count, n, N, tm, ts, th, refractory);
+}
+
+template <>
+inline void lif_step_plain<float>(float* v, float* x, int32_t* r, const float* cur, bool* spk, int32_t* count, int64_t N,
+                                  float tm, float ts, float th, int32_t refractory) {
+  if (exact_reciprocal(tm) && exact_reciprocal(ts))
+    lif_step_avx<true>(v, x, r, cur, spk, count, N, tm, ts, th, refractory);
+  else
+    lif_step_avx<false>(v, x, r, cur, spk, count, N, tm, ts, th, refractory);
+}
+#endif
+
+// The input spikes of one sample of a T x B x N boolean raster, step by step: the neurons firing at
+// step t are idx[off[t] .. off[t + 1]), ascending.
+struct StepEvents {
+  std::vector<int64_t> off;
+  std::vector<int32_t> idx;
+};
+
+void step_events(const bool* raster, int64_t T, int64_t B, int64_t N, int64_t b, StepEvents& ev) {
+  ev.off.assign(T + 1, 0);
+  ev.idx.clear();
+  std::vector<int64_t> active;
+  for (int64_t t = 0; t < T; ++t) {
+    active_indices(raster + (t * B + b) * N, N, active);
+    for (int64_t j : active) ev.idx.push_back(int32_t(j));
+    ev.off[t + 1] = int64_t(ev.idx.size());
+  }
+}
+
+// The spike trains of one sample of a T x B x N boolean raster, neuron by neuron: the steps at which
+// neuron j fires are times[off[j] .. off[j + 1]), ascending.
+struct Trains {
+  std::vector<int64_t> off;
+  std::vector<int64_t> times;
+  int64_t count(int64_t j) const { return off[j + 1] - off[j]; }
+  const int64_t* of(int64_t j) const { return times.data() + off[j]; }
+};
+
+void sample_trains(const bool* raster, int64_t T, int64_t B, int64_t N, int64_t b, Trains& tr) {
+  StepEvents ev;
+  step_events(raster, T, B, N, b, ev);
+  tr.off.assign(N + 1, 0);
+  for (int32_t j : ev.idx) tr.off[j + 1] += 1;
+  for (int64_t j = 0; j < N; ++j) tr.off[j + 1] += tr.off[j];
+  tr.times.resize(ev.idx.size());
+  std::vector<int64_t> fill(tr.off.begin(), tr.off.end() - 1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t e = ev.off[t]; e < ev.off[t + 1]; ++e) tr.times[fill[ev.idx[e]]++] = t;
+}
+
+// A conv layer's geometry: input C_in x H x W, output C_out x Ho x Wo, kernel k, stride s, padding p.
+// Output (x, y) sees input (s x + i - p, s y + j - p) through kernel entry (i, j).
+struct ConvGeometry {
+  int64_t cin, h, w, cout, ho, wo, k, s, p;
+  int64_t field() const { return cin * k * k; }  // kernel entries per output channel
+  // The output rows (or columns) [lo, hi] that input row u reaches: 0 <= u + p - s x < k.
+  void reach(int64_t u, int64_t out, int64_t& lo, int64_t& hi) const {
+    const int64_t a = u + p - k + 1;
+    lo = a <= 0 ? 0 : (a + s - 1) / s;
+    hi = std::min<int64_t>((u + p) / s, out - 1);
+  }
+};
+
+// Where each input q of a conv layer reaches (ConvGeometry::reach), computed once per call: kernel
+// offset of its channel, and the output rows x0..x1 and columns y0..y1 it feeds.
+struct InputReach {
+  int32_t kernel, u, w, x0, x1, y0, y1;
+};
+
+std::vector<InputReach> input_reach(const ConvGeometry& g) {
+  std::vector<InputReach> table(g.cin * g.h * g.w);
+  for (int64_t ci = 0; ci < g.cin; ++ci)
+    for (int64_t u = 0; u < g.h; ++u)
+      for (int64_t w = 0; w < g.w; ++w) {
+        int64_t x0, x1, y0, y1;
+        g.reach(u, g.ho, x0, x1);
+        g.reach(w, g.wo, y0, y1);
+        table[(ci * g.h + u) * g.w + w] = {int32_t(ci * g.k * g.k), int32_t(u), int32_t(w), int32_t(x0), int32_t(x1),
+                                           int32_t(y0), int32_t(y1)};
+      }
+  return table;
+}
+
+// The receptive field of every output position of a conv layer: the input index of kernel entry f
+// (of C_in x k x k) at position n is field[n * F + f], -1 where it falls on the zero padding.
+std::vector<int64_t> receptive_fields(const ConvGeometry& g) {
+  const int64_t F = g.field();
+  std::vector<int64_t> field(g.ho * g.wo * F);
+  for (int64_t ox = 0; ox < g.ho; ++ox)
+    for (int64_t oy = 0; oy < g.wo; ++oy)
+      for (int64_t ci = 0; ci < g.cin; ++ci)
+        for (int64_t i = 0; i < g.k; ++i)
+          for (int64_t j = 0; j < g.k; ++j) {
+            const int64_t u = g.s * ox + i - g.p, w = g.s * oy + j - g.p;
+            field[(ox * g.wo + oy) * F + (ci * g.k + i) * g.k + j] =
+                (u >= 0 && u < g.h && w >= 0 && w < g.w) ? (ci * g.h + u) * g.w + w : -1;
+          }
+  return field;
+}
+
+// f(b, c) for every (sample, output channel) item of a batch, the items split among the threads.
+template <typename F>
+void for_channels(int64_t B, int64_t C, const F& f) {
+  at::parallel_for(0, B * C, 1, [&](int64_t a, int64_t z) {
+    for (int64_t item = a; item < z; ++item) f(item / C, item % C);
+  });
+}
+
+}  // namespace
+
+constexpr int64_t BLOCK = 8;  // output channels that conv_lif simulates together: one AVX2 vector of floats
+
+// sum[l] += add[l] for the BLOCK lanes (one vector instruction: the arrays do not overlap)
+template <typename scalar_t>
+inline void add_lanes(scalar_t* __restrict sum, const scalar_t* __restrict add) {
+  for (int64_t l = 0; l < BLOCK; ++l) sum[l] += add[l];
+}
+
+// A conv kernel (C_out x F entries) by block of BLOCK output channels, channels last: entry f of channel
+// block * BLOCK + l at (block * F + f) * BLOCK + l (0 past the last channel, whose lanes then never fire).
+template <typename scalar_t>
+std::vector<scalar_t> kernel_lanes(const scalar_t* kw, int64_t cout, int64_t F) {
+  std::vector<scalar_t> lanes(((cout + BLOCK - 1) / BLOCK) * F * BLOCK, scalar_t(0));
+  for (int64_t co = 0; co < cout; ++co)
+    for (int64_t f = 0; f < F; ++f) lanes[((co / BLOCK) * F + f) * BLOCK + co % BLOCK] = kw[co * F + f];
+  return lanes;
+}
+
+std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, int64_t height, int64_t width, int64_t stride,
+                       int64_t padding, double nu, double tau_m, double tau_s, int64_t refractory) {
+  TORCH_CHECK(inputs.device().is_cpu() && inputs.scalar_type() == torch::kBool, "conv_lif: a boolean CPU raster");
+  auto S = inputs.contiguous();
+  auto K = weight.contiguous();  // C_out x C_in x k x k
+  const int64_t k = K.size(2);
+  const ConvGeometry g{K.size(1), height, width, K.size(0), (height + 2 * padding - k) / stride + 1,
+                       (width + 2 * padding - k) / stride + 1, k, stride, padding};
+  const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), plane = g.ho * g.wo, N = g.cout * plane;
+  const int64_t F = g.field(), blocks = (g.cout + BLOCK - 1) / BLOCK;
+  TORCH_CHECK(Nin == g.cin * g.h * g.w, "conv_lif: the raster does not have C_in x H x W inputs");
+  auto spikes = torch::zeros({T, B, N}, torch::TensorOptions().dtype(torch::kBool));  // only spikes are written
+  auto counts = torch::empty({B, N}, torch::TensorOptions().dtype(K.scalar_type()));
+  const bool* in = S.data_ptr<bool>();
+  bool* out = spikes.data_ptr<bool>();
+  std::vector<StepEvents> events(B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) step_events(in, T, B, Nin, b, events[b]);
+  });
+  const std::vector<InputReach> reach = input_reach(g);
+  AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "conv_lif", [&] {
+    using count_t = typename Lanes<scalar_t>::count_t;
+    const std::vector<scalar_t> lanes = kernel_lanes(K.data_ptr<scalar_t>(), g.cout, F);
+    const scalar_t tm = tau_m, ts = tau_s, th = nu;
+    // one item: a sample's block of channels, its state position-major (position n, lane l at n * BLOCK + l),
+    // so that each input spike adds whole vectors of kernel entries and the LIF step runs over one array
+    for_channels(B, blocks, [&](int64_t b, int64_t block) {
+      const int64_t M = plane * BLOCK, c0 = block * BLOCK, nc = std::min(BLOCK, g.cout - c0);
+      const uint64_t real = nc == BLOCK ? ~uint64_t(0) : (uint64_t(1) << (8 * nc)) - 1;  // the lanes of channels
+      std::vector<scalar_t> v(M), x(M), cur(M), next(M);
+      std::vector<count_t> r(M), count(M);
+      std::vector<uint8_t> fired(M);
+      const StepEvents& ev = events[b];
+      const scalar_t* kb = lanes.data() + block * F * BLOCK;
+      for (int64_t t = 0; t < T; ++t) {
+        // I[t] of the block: the kernel footprint of every input firing at t; it reaches the neuron at t + 1
+        std::fill(next.begin(), next.end(), scalar_t(0));
+        for (int64_t e = ev.off[t]; e < ev.off[t + 1]; ++e) {
+          const InputReach& in_q = reach[ev.idx[e]];
+          const scalar_t* kk = kb + in_q.kernel * BLOCK;
+          for (int64_t ox = in_q.x0; ox <= in_q.x1; ++ox) {
+            const int64_t base = (in_q.u + g.p - g.s * ox) * g.k + in_q.w + g.p;  // kernel entry (i, j) at oy: base - s oy
+            scalar_t* row = next.data() + ox * g.wo * BLOCK;
+            for (int64_t oy = in_q.y0; oy <= in_q.y1; ++oy) {
+              add_lanes(row + oy * BLOCK, kk + (base - g.s * oy) * BLOCK);
+            }
+          }
+        }
+        if (t != 0) {  // no spike is possible at t = 0 (the zero state only decays)
+          lif_step_plain(v.data(), x.data(), r.data(), cur.data(), reinterpret_cast<bool*>(fired.data()), count.data(),
+                         M, tm, ts, th, count_t(refractory));
+          bool* row = out + (t * B + b) * N + c0 * plane;
+          for (int64_t n = 0; n < plane; ++n) {
+            uint64_t lanes_fired;  // BLOCK = 8 bytes, one per lane
+            std::memcpy(&lanes_fired, fired.data() + n * BLOCK, 8);
+            lanes_fired &= real;
+            for (; lanes_fired != 0; lanes_fired &= lanes_fired - 1)
+              row[(__builtin_ctzll(lanes_fired) / 8) * plane + n] = true;
+          }
+        }
+        std::swap(cur, next);
+      }
+      scalar_t* counted = counts.data_ptr<scalar_t>() + b * N + c0 * plane;
+      for (int64_t l = 0; l < nc; ++l)
+        for (int64_t n = 0; n < plane; ++n) counted[l * plane + n] = scalar_t(count[n * BLOCK + l]);
+    });
+  });
+  return {spikes, counts};
+}
+
+std::vector<torch::Tensor> pool_lif(torch::Tensor inputs, int64_t channels, int64_t height, int64_t width, int64_t size,
+                       bool as_double, double nu, double tau_m, double tau_s, int64_t refractory) {
+  TORCH_CHECK(inputs.device().is_cpu() && inputs.scalar_type() == torch::kBool, "pool_lif: a boolean CPU raster");
+  auto S = inputs.contiguous();
+  const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), ho = height / size, wo = width / size;
+  const int64_t area = height * width, plane = ho * wo, N = channels * plane;
+  TORCH_CHECK(Nin == channels * area, "pool_lif: the raster does not have C x H x W inputs");
+  auto spikes = torch::empty({T, B, N}, torch::TensorOptions().dtype(torch::kBool));
+  if (T > 0) spikes.select(0, 0).zero_();  // no spike at t = 0; every later row is written by the LIF steps
+  auto counts = torch::empty({B, N}, torch::TensorOptions().dtype(as_double ? torch::kFloat64 : torch::kFloat32));
+  const bool* in = S.data_ptr<bool>();
+  bool* out = spikes.data_ptr<bool>();
+  std::vector<StepEvents> events(B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) step_events(in, T, B, Nin, b, events[b]);
+  });
+  std::vector<int32_t> target(Nin);  // the window (output index within its channel) of each input, -1: none
+  for (int64_t q = 0; q < Nin; ++q) {
+    const int64_t u = q % area / width / size, w = q % width / size;
+    target[q] = u < ho && w < wo ? int32_t(u * wo + w) : -1;  // the last rows/columns may lie outside every window
+  }
+  AT_DISPATCH_FLOATING_TYPES(as_double ? torch::kFloat64 : torch::kFloat32, "pool_lif", [&] {
+    const scalar_t tm = tau_m, ts = tau_s, th = nu;
+    for_channels(B, channels, [&](int64_t b, int64_t c) {
+      std::vector<scalar_t> v(plane), x(plane), cur(plane), next(plane);
+      std::vector<typename Lanes<scalar_t>::count_t> r(plane), count(plane);
+      const StepEvents& ev = events[b];
+      for (int64_t t = 0; t < T; ++t) {
+        std::fill(next.begin(), next.end(), scalar_t(0));
+        // the step's inputs of channel c: a contiguous run of the ascending list
+        const int32_t* first = ev.idx.data() + ev.off[t];
+        const int32_t* last = ev.idx.data() + ev.off[t + 1];
+        const int32_t* e = std::lower_bound(first, last, int32_t(c * area));
+        for (; e != last && *e < (c + 1) * area; ++e)
+          if (target[*e] >= 0) next[target[*e]] += scalar_t(1);
+        if (t != 0)
+          lif_step_plain(v.data(), x.data(), r.data(), cur.data(), out + (t * B + b) * N + c * plane, count.data(),
+                         plane, tm, ts, th, refractory);
+        std::swap(cur, next);
+      }
+      scalar_t* counted = counts.data_ptr<scalar_t>() + b * N + c * plane;
+      for (int64_t n = 0; n < plane; ++n) counted[n] = scalar_t(count[n]);
+    });
+  });
+  return {spikes, counts};
+}
+
+std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor post, torch::Tensor weight,
+                                         torch::Tensor delta, torch::Tensor lateral_factor, int64_t height,
+                                         int64_t width, int64_t stride, int64_t padding, double nu, double tau_m,
+                                         double tau_s, int64_t refractory, bool shift, bool window, bool side_effect,
+                                         bool fallbacks, double silent_value, bool need_below, bool per_sample) {
+  TORCH_CHECK(inputs.scalar_type() == torch::kBool && post.scalar_type() == torch::kBool,
+              "conv_backward: boolean rasters");
+  auto S = inputs.contiguous();  // T x B x N_in
+  auto P = post.contiguous();    // T x B x N
+  auto K = weight.contiguous();  // C_out x C_in x k x k
+  auto D = delta.contiguous();   // B x N
+  const bool has_lateral = lateral_factor.numel() > 0;
+  auto L = has_lateral ? lateral_factor.contiguous() : lateral_factor;
+  const int64_t k = K.size(2);
+  const ConvGeometry g{K.size(1), height, width, K.size(0), (height + 2 * padding - k) / stride + 1,
+                       (width + 2 * padding - k) / stride + 1, k, stride, padding};
+  const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), plane = g.ho * g.wo, N = g.cout * plane;
+  const int64_t F = g.field();
+  TORCH_CHECK(Nin == g.cin * g.h * g.w && P.size(2) == N, "conv_backward: rasters and geometry disagree");
+  auto opts = K.options();
+  auto grad = per_sample ? torch::zeros({B, g.cout, g.cin, k, k}, opts) : torch::zeros_like(K);
+  auto below = need_below ? torch::zeros({B, Nin}, opts) : torch::empty({0}, opts);
+  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
+  const bool* in = S.data_ptr<bool>();
+  const bool* po = P.data_ptr<bool>();
+  std::vector<Trains> pre(B), postt(B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      sample_trains(in, T, B, Nin, b, pre[b]);
+      sample_trains(po, T, B, N, b, postt[b]);
+    }
+  });
+  const std::vector<int64_t> fields = receptive_fields(g);
+  const int64_t blocks = (g.cout + BLOCK - 1) / BLOCK;
+  std::mutex merge;
+  AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "conv_backward", [&] {
+    const scalar_t* kw = K.data_ptr<scalar_t>();
+    const scalar_t* dl = D.data_ptr<scalar_t>();
+    const scalar_t* lf = has_lateral ? L.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gr = grad.data_ptr<scalar_t>();
+    scalar_t* bl = need_below ? below.data_ptr<scalar_t>() : nullptr;
+    const scalar_t th = nu, e_silent = silent_value;
+    const std::vector<scalar_t> lanes = kernel_lanes(kw, g.cout, F);
+    // one item: a sample's block of BLOCK output channels, whose neurons at one position share their
+    // receptive field: its input spikes are read once for all of them, each adding a vector of Q values
+    at::parallel_for(0, B * blocks, 1, [&](int64_t a, int64_t z) {
+      // this chunk's sums: the kernel gradient and the error sent to its samples b_first .. b_last
+      const int64_t b_first = a / blocks, b_last = (z - 1) / blocks;
+      std::vector<scalar_t> g_sum(per_sample ? 0 : g.cout * F, scalar_t(0));
+      std::vector<scalar_t> below_sum(need_below ? (b_last - b_first + 1) * Nin : 0, scalar_t(0));
+      std::vector<scalar_t> q(T * BLOCK), e(F * BLOCK), g_lanes(F * BLOCK);
+      std::vector<double> cm(T), cs(T);
+      for (int64_t item = a; item < z; ++item) {
+        const int64_t b = item / blocks, block = item % blocks, c0 = block * BLOCK;
+        const int64_t nc = std::min(BLOCK, g.cout - c0);
+        const Trains& in_tr = pre[b];
+        const Trains& out_tr = postt[b];
+        const scalar_t* kb = lanes.data() + block * F * BLOCK;
+        std::fill(g_lanes.begin(), g_lanes.end(), scalar_t(0));
+        scalar_t* bb = need_below ? below_sum.data() + (b - b_first) * Nin : nullptr;
+        for (int64_t n = 0; n < plane; ++n) {
+          const int64_t* field = fields.data() + n * F;  // input index of each kernel entry, -1 on the padding
+          // per lane l (channel c0 + l): its spike count, delta / nu, lateral factor, Q (T x BLOCK, 0 for silent lanes)
+          int64_t a_out[BLOCK] = {};
+          scalar_t d[BLOCK] = {}, lat[BLOCK], vo[BLOCK] = {}, weighted[BLOCK] = {};
+          int64_t last = -1;  // Q is 0 after the last spike of every lane
+          for (int64_t l = 0; l < nc; ++l) {
+            const int64_t o = (c0 + l) * plane + n;
+            a_out[l] = out_tr.count(o);
+            d[l] = dl[b * N + o] / th;
+            lat[l] = has_lateral ? lf[b * N + o] : scalar_t(1);
+            if (a_out[l] > 0) last = std::max(last, out_tr.of(o)[a_out[l] - 1]);
+          }
+          for (int64_t l = nc; l < BLOCK; ++l) lat[l] = 0;
+          if (last >= 0) {
+            std::fill(q.begin(), q.begin() + (last + 1) * BLOCK, scalar_t(0));
+            for (int64_t l = 0; l < nc; ++l)
+              if (a_out[l] > 0)
+                neuron_spike_weights(out_tr.of((c0 + l) * plane + n), a_out[l], T, p, cm.data(), cs.data(),
+                                     q.data() + l, BLOCK);
+          }
+          // e_{o|q} = sum over the spikes of q of Q[o, t], for the BLOCK neurons o at once
+          for (int64_t f = 0; f < F; ++f) {
+            scalar_t sum[BLOCK] = {};
+            if (last >= 0 && field[f] >= 0) {
+              const int64_t* ts_ = in_tr.of(field[f]);
+              for (int64_t m = 0, M = in_tr.count(field[f]); m < M && ts_[m] <= last; ++m) {
+                add_lanes(sum, q.data() + ts_[m] * BLOCK);
+              }
+            }
+            const scalar_t* kf = kb + f * BLOCK;
+            for (int64_t l = 0; l < BLOCK; ++l) {
+              e[f * BLOCK + l] = sum[l];
+              weighted[l] += kf[l] * sum[l];
+            }
+          }
+          bool silent_any = false;
+          for (int64_t l = 0; l < nc; ++l) {
+            if (a_out[l] > 0) {
+              const scalar_t side = side_effect ? weighted[l] / (th * scalar_t(a_out[l])) : scalar_t(0);
+              vo[l] = d[l] * (scalar_t(1) + side) * lat[l];
+            } else {  // a silent post neuron: e = silent_value for every active input, rho = 0.5 (fallbacks)
+              scalar_t fan_in = 0;
+              for (int64_t f = 0; f < F; ++f)
+                if (field[f] >= 0) fan_in += kb[f * BLOCK + l];
+              const scalar_t side = side_effect && fallbacks ? scalar_t(0.5) * fan_in / th : scalar_t(0);
+              vo[l] = d[l] * (scalar_t(1) + side) * lat[l];
+              silent_any = true;
+            }
+          }
+          if (silent_any)  // a silent lane's e: silent_value where its input fires, else 0
+            for (int64_t f = 0; f < F; ++f) {
+              const scalar_t value = field[f] >= 0 && in_tr.count(field[f]) > 0 ? e_silent : scalar_t(0);
+              for (int64_t l = 0; l < nc; ++l)
+                if (a_out[l] == 0) e[f * BLOCK + l] = value;
+            }
+          for (int64_t f = 0; f < F; ++f)
+            for (int64_t l = 0; l < BLOCK; ++l) g_lanes[f * BLOCK + l] += vo[l] * e[f * BLOCK + l];
+          if (need_below)  // R = e / a_q where the input fires; fallbacks: R = 1 where it is silent (or the post is)
+            for (int64_t f = 0; f < F; ++f) {
+              if (field[f] < 0) continue;
+              const int64_t a_q = in_tr.count(field[f]);
+              const scalar_t* kf = kb + f * BLOCK;
+              scalar_t sum = 0;
+              for (int64_t l = 0; l < nc; ++l) {
+                if (a_out[l] > 0) {
+                  if (a_q > 0) sum += d[l] * kf[l] * e[f * BLOCK + l] / scalar_t(a_q);
+                  else if (fallbacks) sum += d[l] * kf[l];
+                } else if (fallbacks) {
+                  sum += d[l] * kf[l];
+                } else if (a_q > 0) {
+                  sum += e_silent * d[l] * kf[l] / scalar_t(a_q);
+                }
+              }
+              bb[field[f]] += sum;
+            }
+        }
+        for (int64_t l = 0; l < nc; ++l) {
+          scalar_t* gc = per_sample ? gr + (b * g.cout + c0 + l) * F : g_sum.data() + (c0 + l) * F;
+          for (int64_t f = 0; f < F; ++f) gc[f] += g_lanes[f * BLOCK + l];
+        }
+      }
+      std::lock_guard<std::mutex> lock(merge);
+      if (!per_sample)
+        for (int64_t f = 0; f < g.cout * F; ++f) gr[f] += g_sum[f];
+      if (need_below)
+        for (int64_t f = 0; f < (b_last - b_first + 1) * Nin; ++f) bl[b_first * Nin + f] += below_sum[f];
     });
   });
   return {grad, below};
 }
 
+torch::Tensor pool_backward(torch::Tensor inputs, torch::Tensor post, torch::Tensor delta, int64_t channels,
+                            int64_t height, int64_t width, int64_t size, double tau_m, double tau_s,
+                            int64_t refractory, bool shift, bool window, bool fallbacks) {
+  TORCH_CHECK(inputs.scalar_type() == torch::kBool && post.scalar_type() == torch::kBool,
+              "pool_backward: boolean rasters");
+  auto S = inputs.contiguous();  // T x B x N_in
+  auto P = post.contiguous();    // T x B x N
+  auto D = delta.contiguous();   // B x N
+  const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), ho = height / size, wo = width / size;
+  const int64_t area = height * width, plane = ho * wo, N = channels * plane;
+  TORCH_CHECK(Nin == channels * area && P.size(2) == N, "pool_backward: rasters and geometry disagree");
+  auto below = torch::zeros({B, Nin}, D.options());
+  const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
+  const bool* in = S.data_ptr<bool>();
+  const bool* po = P.data_ptr<bool>();
+  std::vector<Trains> pre(B), postt(B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      sample_trains(in, T, B, Nin, b, pre[b]);
+      sample_trains(po, T, B, N, b, postt[b]);
+    }
+  });
+  AT_DISPATCH_FLOATING_TYPES(D.scalar_type(), "pool_backward", [&] {
+    const scalar_t* dl = D.data_ptr<scalar_t>();
+    scalar_t* bl = below.data_ptr<scalar_t>();
+    const scalar_t area_out = scalar_t(size * size);
+    // each input lies in at most one window: the (sample, channel) items write disjoint entries
+    for_channels(B, channels, [&](int64_t b, int64_t c) {
+      std::vector<scalar_t> q(T);
+      std::vector<double> cm(T), cs(T);
+      const Trains& in_tr = pre[b];
+      const Trains& out_tr = postt[b];
+      for (int64_t n = 0; n < plane; ++n) {
+        const int64_t o = c * plane + n, ox = n / wo, oy = n % wo, a_out = out_tr.count(o);
+        const scalar_t d = dl[b * N + o] / area_out;
+        if (a_out > 0) {
+          std::fill(q.begin(), q.end(), scalar_t(0));
+          neuron_spike_weights(out_tr.of(o), a_out, T, p, cm.data(), cs.data(), q.data(), 1);
+        }
+        for (int64_t i = 0; i < size; ++i)
+          for (int64_t j = 0; j < size; ++j) {
+            const int64_t in_q = c * area + (size * ox + i) * width + size * oy + j, a_q = in_tr.count(in_q);
+            scalar_t ratio = fallbacks ? scalar_t(1) : scalar_t(0);  // R = e_oq / a_q where both fire
+            if (a_out > 0 && a_q > 0) {
+              scalar_t e = 0;
+              const int64_t* ts_ = in_tr.of(in_q);
+              for (int64_t m = 0; m < a_q; ++m) e += q[ts_[m]];
+              ratio = e / scalar_t(a_q);
+            }
+            bl[b * Nin + in_q] = d * ratio;
+          }
+      }
+    });
+  });
+  return below;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lif_chunk", &lif_chunk, "LIF simulation over a chunk of steps, currents given");
-  m.def("dense_lif", &dense_lif, "dense layer: event-driven input currents and LIF over a chunk of steps");
-  m.def("spike_weights", &spike_weights, "S-PSP spike weights Q (B x N x T) of a post raster");
-  m.def("dense_backward", &dense_backward, "HM2-BP gradient and error sent down of a dense layer");
+  // Each call runs without the GIL: it touches no Python object, and a long one (a large batch) must not
+  // stop the training child's control thread, which moves the run's fence on (worker.child.arm_fence).
+  const auto no_gil = py::call_guard<py::gil_scoped_release>();
+  m.def("lif_chunk", &lif_chunk, no_gil, "LIF simulation over a chunk of steps, currents given");
+  m.def("dense_lif", &dense_lif, no_gil, "dense layer: event-driven input currents and LIF over a chunk of steps");
+  m.def("spike_weights", &spike_weights, no_gil, "S-PSP spike weights Q (B x N x T) of a post raster");
+  m.def("dense_backward", &dense_backward, no_gil, "HM2-BP gradient and error sent down of a dense layer");
+  m.def("conv_lif", &conv_lif, no_gil, "conv layer: event-driven kernel footprints and LIF over all steps");
+  m.def("pool_lif", &pool_lif, no_gil, "pool layer: event-driven window sums and LIF over all steps");
+  m.def("conv_backward", &conv_backward, no_gil, "HM2-BP kernel gradient and error sent down of a conv layer");
+  m.def("pool_backward", &pool_backward, no_gil, "HM2-BP error sent down of a pool layer");
 }
