@@ -7,6 +7,10 @@ waited for (benchmarks/load.py: a status read spent 0.6 ms in its queries and 50
 into a thread, behind every other thread wanting the GIL). A server database is read in
 Starlette's threadpool: a network round trip must not hold up the loop.
 
+Uploaded datasets are read and checked in ``upload_reader_thread``, a pool of
+``Settings.upload_readers`` threads (one by default): each holds its dataset in memory while it
+is checked, so many large uploads at once cost the memory of one, not of all.
+
 Routes that write run in ``writer_thread``, a separate, small pool: SQLite admits one writer at a
 time (the others wait for its lock holding a thread and a pooled connection), so a burst of
 submits must not take every thread and connection.
@@ -32,6 +36,11 @@ def writer_limiter(store: Store) -> CapacityLimiter:
     checks; more would only wait for its write lock), eight on a server database (whose
     connection pool keeps twenty, see ``hm2bp_service.store.database.make_engine``)."""
     return CapacityLimiter(2 if store.local else 8)
+
+
+async def upload_reader_thread(request: Request, function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in the upload readers' pool (see the module docstring)."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=request.app.state.upload_limiter)
 
 
 async def writer_thread(request: Request, function: Callable[..., T], *args: object) -> T:

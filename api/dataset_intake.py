@@ -3,14 +3,14 @@
 ``receive_upload`` parses ``multipart/form-data`` as it arrives (python-multipart's streaming
 parser; nothing is spooled elsewhere or held whole in memory), hashes the ``file`` part while
 writing it under the staging folder, and stops with 413 as soon as it passes the size limit,
-whatever the Content-Length says. ``hm2bp_service.uploads.accept_upload`` then vets and records it.
+whatever the Content-Length says; on any error, the client's going away included, the staged
+file is deleted. ``hm2bp_service.uploads.accept_upload`` then vets and records it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from fastapi import Request, status
@@ -18,7 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 
 from hm2bp_service.settings import Settings
-from hm2bp_service.uploads import Upload, UploadRejected
+from hm2bp_service.uploads import Upload, UploadRejected, staging_file
 
 MULTIPART_OVERHEAD = 64 * 1024  # headers and the small fields besides the file
 MAX_FIELD_BYTES = 1024
@@ -109,10 +109,7 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise UploadRejected(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is larger than the limit of {limit} bytes")
-    settings.staging_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=settings.staging_dir)
-    os.close(fd)
-    target = Path(name)
+    target, lock_fd = staging_file(settings.staging_dir)
     collector = _PartCollector(target, limit)
     try:
         try:
@@ -132,5 +129,7 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
             raise UploadRejected(status.HTTP_422_UNPROCESSABLE_CONTENT, "the uploaded file is empty")
     except BaseException:
         target.unlink(missing_ok=True)
+        os.close(lock_fd)
         raise
-    return Upload(target, collector.digest.hexdigest(), collector.size, collector.filename, collector.fields)
+    return Upload(target, collector.digest.hexdigest(), collector.size, collector.filename, collector.fields,
+                  lock_fd=lock_fd)

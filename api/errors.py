@@ -10,11 +10,14 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from hm2bp_service.errors import Refused, field_path
+from hm2bp_service.outages import is_outage
 
 log = logging.getLogger(__name__)
+OUTAGE_RETRY_SECONDS = 5  # the Retry-After of a 503 while the database is unreachable
 
 
 def validation_errors(errors: Sequence[dict[str, Any]], prefix: Sequence[Any] = ()) -> list[dict[str, str]]:
@@ -47,6 +50,15 @@ def install(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_outage(exc):
+            return await _internal_error(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0][:200])
+        return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; try again shortly",
+                              headers={"Retry-After": str(OUTAGE_RETRY_SECONDS)})
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, _exc: Exception) -> JSONResponse:

@@ -78,13 +78,22 @@ class ArtifactStore:
         self.fs.get_file(self.path(key), str(local))
         return local
 
-    def push_dir(self, local: Path, key: str) -> None:
-        """Copy the files of a local folder to ``key``/ (nothing to do when they are the same)."""
+    def push_dir(self, local: Path, key: str, mirror: bool = False) -> None:
+        """Copy the files of a local folder to ``key``/ (nothing to do when they are the same);
+        with ``mirror``, then remove those under ``key``/ that the local folder no longer has
+        (the checkpoints it pruned)."""
         if self.is_local and Path(self.path(key)) == local.resolve():
             return
+        pushed = set()
         for file in sorted(local.rglob("*")):
             if file.is_file() and not file.name.endswith(".tmp"):
-                self.fs.put_file(str(file), self.path(f"{key}/{file.relative_to(local).as_posix()}"))
+                target = self.path(f"{key}/{file.relative_to(local).as_posix()}")
+                self.fs.put_file(str(file), target)
+                pushed.add(self.fs._strip_protocol(target))
+        if mirror and self.fs.exists(self.path(key)):
+            for name in self.fs.find(self.path(key)):
+                if self.fs._strip_protocol(name) not in pushed:
+                    self.fs.rm(name)
 
     def pull_dir(self, key: str, local: Path) -> None:
         """Copy ``key``/ into a local folder (nothing to do when they are the same)."""

@@ -35,7 +35,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_reject_on_worker_lost=True,  # bounded by the attempt count in the job row
         worker_prefetch_multiplier=1,
         worker_concurrency=1,  # one training process per worker (per GPU)
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # a broker restart must not end the runs in progress (their job rows and leases are in the
+        # database); Celery's default would terminate them, costing every running job an attempt.
+        # Their message is redelivered at most (after the visibility timeout), and the lease makes that void
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_ignore_result=True,  # job state lives in the database
         task_serializer="json",
         accept_content=["json"],

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from hm2bp_core.data import DatasetError, DatasetFacts
@@ -30,7 +31,7 @@ from .egress import refuse_unsafe_webhook
 from .errors import Conflict, NotFound, Refused, without_paths
 from .services import Services
 from .states import JobState
-from .store import Event, IdempotencyConflict, JobRecord, NewJob, QueueLimit, new_id
+from .store import Event, IdempotencyConflict, JobRecord, NewJob, QueueLimit, new_id, utcnow
 
 log = logging.getLogger(__name__)
 QUEUED, RUNNING, CANCELLING = JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING
@@ -131,6 +132,27 @@ def dispatch(services: Services, job_id: str | None, queue: str) -> bool:
     return any(job.id == job_id for job in claimed)
 
 
+def redispatch_lost(services: Services, queue: str) -> int:
+    """Make jobs whose message the broker lost wait again, so that ``dispatch`` sends them anew:
+    sent more than ``redispatch_seconds`` ago and not taken although a worker of ``queue`` is
+    idle (a Redis restart without persistence drops its messages; a worker that dies after taking
+    a message and before taking the lease takes it along). As many as there are idle worker
+    slots, oldest first; how many. A message that was not lost after all is a duplicate delivery,
+    which the lease makes harmless (``Jobs.acquire_lease``)."""
+    workers = [info for info in live_workers(services) if queue in (info.get("queues") or [])]
+    running = services.store.jobs.run_by([info["name"] for info in workers])
+    idle = sum(int(info.get("concurrency") or 1) for info in workers) - sum(len(jobs) for jobs in running.values())
+    if idle <= 0:
+        return 0
+    before = utcnow() - timedelta(seconds=services.settings.redispatch_seconds)
+    lost = services.store.jobs.stale_dispatched(queue, before)[:idle]
+    for job in lost:
+        log.warning("job %s was sent at %s and not taken by an idle worker: sending it again", job.id,
+                    job.dispatched_at)
+        services.store.jobs.unmark_dispatched(job.id)
+    return len(lost)
+
+
 # ---------------------------------------------------------------------- cancel
 def cancel(services: Services, user_id: int, job_id: str) -> JobRecord | None:
     """A queued job is cancelled at once, a running one becomes ``cancelling`` (its supervisor
@@ -184,11 +206,6 @@ def resume(services: Services, user_id: int, job_id: str) -> JobRecord:
 def attempts_left(job: JobRecord) -> bool:
     """May the job be delivered once more after this attempt?"""
     return job.attempts < job.max_attempts
-
-
-def over_attempts(job: JobRecord) -> bool:
-    """Has this delivery (whose lease counted an attempt) gone past the limit?"""
-    return job.attempts > job.max_attempts
 
 
 def transition(services: Services, job_id: str, state: JobState, reason: str, *, owner: str | None = None,

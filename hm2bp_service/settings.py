@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("hm2bp:", description="prefix of the event stream keys")
     artifacts_url: str | None = Field(None, description="fsspec URL of the artifact root; default: DATA_DIR/artifacts")
     max_upload_bytes: int = Field(2 << 30, gt=0, description="largest dataset upload (413 beyond)")
+    upload_readers: int = Field(1, ge=1, description="uploads that each API process reads and checks at once (each "
+                                "holds its dataset in memory meanwhile; the others wait, received on disk): "
+                                "bounds the API's memory under many large uploads")
     max_uncompressed_bytes: int = Field(8 << 30, gt=0, description="largest total size of an archive's members")
     max_archive_members: int = Field(100_000, gt=0, description="most members an uploaded archive may hold")
     max_classes: int = Field(10_000, gt=1, description="most classes an uploaded dataset may have (422 beyond)")
@@ -36,6 +39,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=0, description="a running job's lease; renewed every lease_seconds/6")
     max_attempts: int = Field(3, ge=1, description="deliveries of one job before a platform fault fails it")
     sweep_seconds: float = Field(5.0, gt=0, description="how often a worker re-queues jobs with expired leases")
+    redispatch_seconds: float = Field(60.0, gt=0, description="a job sent to the broker but not taken this long "
+                                      "while a worker of its queue is idle is sent again (the message was lost)")
     cancel_grace_seconds: float = Field(2.0, ge=0, description="time between the cancel flag and SIGTERM/SIGKILL")
     max_job_seconds: int = Field(7 * 24 * 3600, gt=0, description="longest job; sets the broker visibility timeout")
     stream_maxlen: int = Field(10_000, gt=0, description="approximate cap on each job's Redis Stream")
@@ -73,7 +78,7 @@ class Settings(BaseSettings):
                                             "GET /v1/workers; it drops out after three missed beats")
     job_memory_mib: int = Field(0, ge=0, description="memory limit of each training child (MiB; RLIMIT_DATA), "
                                 "advertised in GET /v1/capabilities and checked at submit; 0: 80 % of the worker's "
-                                "physical memory")
+                                "physical memory, or of its container's (cgroup) limit when that is lower")
     max_sample_steps: int = Field(200_000_000_000, gt=0, description="most work one job may ask for: epochs x "
                                   "(train + test samples) x time steps (422 beyond; the paper's MNIST run is 5.6e9)")
     max_queued_jobs: int = Field(100, ge=1, description="queued jobs one user may have at once (429 beyond)")
@@ -108,7 +113,10 @@ class Settings(BaseSettings):
         """The memory limit of each training child on this machine (``job_memory_mib``)."""
         if self.job_memory_mib:
             return self.job_memory_mib << 20
-        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        from .memory import cgroup_limit
+
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(0.8 * min(physical, cgroup_limit() or physical))
     max_body_bytes: int = Field(1 << 20, gt=0, description="largest request body of every route but dataset uploads "
                                 "(those have max_upload_bytes); a larger one is a 413 before it is parsed or "
                                 "its token checked")

@@ -8,11 +8,20 @@ and step counts) go on the dataset's row, so fit checks never load the file agai
 stored once per content (``datasets/SHA256.EXT``) and shared by the users who uploaded them,
 reference-counted with their rows (``store.datasets``). A user's uploads are bounded in total
 (``max_stored_bytes``, a 422 naming it).
+
+A staged file is held under an exclusive ``flock`` by the process receiving it, from its creation
+until it is stored or deleted; ``sweep_staging`` (run when an API process starts) deletes the
+staged files no live process holds: those of an API process killed in the middle of an upload.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import stat
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +54,51 @@ class Upload:
     size_bytes: int
     filename: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    lock_fd: int | None = None  # the staged file's flock, held until it is stored or deleted
+
+    def discard(self) -> None:
+        """Delete the staged file (if it is still there) and release its lock."""
+        self.path.unlink(missing_ok=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def staging_file(folder: Path) -> tuple[Path, int]:
+    """A new staged file in ``folder`` and the descriptor of its exclusive flock (see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return Path(name), fd
+
+
+SWEEP_MIN_AGE_SECONDS = 1.0  # younger files are left alone: one may be between its creation and its lock
+
+
+def sweep_staging(folder: Path) -> list[str]:
+    """Delete the staged files of ``folder`` that no process holds locked (left by an API process
+    that died while receiving or checking them); their names."""
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        try:
+            if not path.is_file() or time.time() - path.stat().st_mtime < SWEEP_MIN_AGE_SECONDS:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # an upload in progress
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def accept_upload(services: Services, user_id: int, upload: Upload) -> tuple[DatasetRecord, bool]:
@@ -83,7 +137,7 @@ def accept_upload(services: Services, user_id: int, upload: Upload) -> tuple[Dat
             check_storage(full.stored, upload.size_bytes, settings)
             raise
     finally:
-        upload.path.unlink(missing_ok=True)
+        upload.discard()
 
 
 def check_storage(stored: int, size: int, settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""The training child: ``python -m worker.child JOB_ID OUTCOME_FD``, one fresh interpreter per
+"""The training child: ``python -m worker.child JOB_ID OUTCOME_FD FENCE``, one fresh interpreter per
 run (spawned, never forked), so CUDA starts clean and GPU memory is returned when it exits.
 
 It loads the job, trains with ``resume=True`` (a redelivered job continues from its last
@@ -9,13 +9,20 @@ file descriptor OUTCOME_FD: ``{"status": "succeeded", "metrics"}``, ``{"status":
 ``sweeps.prune_reason``, asked after each epoch is recorded) or ``{"status": "failed", "reason", "message"}``.
 
 It runs under a memory limit (``RLIMIT_DATA`` = ``Settings.job_memory_bytes``, set before torch is
-imported): an allocation past it raises, and the run fails ``out_of_memory`` with the core's
-estimate of its need (``hm2bp_core.footprint``) and the limit, without a traceback.
+imported): an allocation past it raises, and the run fails ``out_of_memory`` with the limit and
+the core's estimate of its need (``hm2bp_core.footprint``), without a traceback; it is also the
+kernel OOM killer's first choice (``oom_score_adj``), so that its worker survives to say why.
+A full disk (ENOSPC, EDQUOT) while it writes a checkpoint or the model fails it ``disk_full``:
+the earlier checkpoints are whole, and a resume continues from the last of them.
 
 Its stdin is the control channel from the supervisor: a line ``cancel`` sets the flag the
-trainer polls between batches; end of file means the supervisor is gone, and the child exits (and
-it gets SIGKILL when its parent dies: ``hm2bp_service.watchdog``). What it logs and reports names
-no absolute server path (``hm2bp_service.errors.without_paths``).
+trainer polls between batches; a line ``fence D`` (and, before any line, the command's third
+argument) says that the run must be over by ``time.monotonic()`` D (one clock for all processes of
+the machine), a little before its lease can expire and the job go to another worker: ``arm_fence``
+has the kernel end it then, should its supervisor be frozen or stuck and stop moving D on. End of
+file means the supervisor is gone, and the child exits (and it gets SIGKILL when its parent dies:
+``hm2bp_service.watchdog``).
+What it logs and reports names no absolute server path (``hm2bp_service.errors.without_paths``).
 
 (A ``multiprocessing`` spawn context cannot be used here: Celery's prefork pool processes are
 daemonic, and multiprocessing refuses to start children of daemonic processes.)
@@ -23,6 +30,7 @@ daemonic, and multiprocessing refuses to start children of daemonic processes.)
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -30,6 +38,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +52,8 @@ from hm2bp_service.watchdog import watch_parent
 if TYPE_CHECKING:
     from hm2bp_service.services import Services
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or the user's quota of it
+
 
 def finite(value: Any) -> Any:
     """``value`` with NaN and infinities as None (JSON, and PostgreSQL's json, have no NaN)."""
@@ -55,22 +66,41 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _listen_for_control(cancel: threading.Event) -> None:
+def arm_fence(deadline: float) -> None:
+    """End this process when ``time.monotonic()`` reaches ``deadline``, by the kernel's real-time
+    interval timer (``ITIMER_REAL``, which runs on while the process is stopped): it raises SIGALRM,
+    whose default action ends the process before one more instruction of it runs. No thread of its
+    own has to be scheduled, nor the GIL won, so a run frozen past its lease (SIGSTOP) is gone the
+    instant it is continued, before the job's next owner can see it train. A later call moves the
+    deadline; one already past ends the process at once."""
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-6))
+
+
+def listen_for_control(cancel: threading.Event) -> None:
     def listen() -> None:
         for line in sys.stdin:
             if line.strip() == "cancel":
                 cancel.set()
+            elif line.startswith("fence "):  # "fence D": the lease was renewed; the run may last until D
+                arm_fence(float(line.split()[1]))
         os._exit(3)  # stdin closed: the supervisor died, and with it this run
 
     threading.Thread(target=listen, name="control", daemon=True).start()
 
 
 def limit_memory(limit_bytes: int) -> None:
-    """Cap this process's private writable memory (heap, anonymous maps, thread stacks) at ``limit_bytes``."""
+    """Cap this process's private writable memory (heap, anonymous maps, thread stacks) at
+    ``limit_bytes``, and make it the OOM killer's first choice (``oom_score_adj`` 1000, which any
+    process may raise for itself): when its container runs out, the run goes, not its worker,
+    which then records why."""
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     if hard != resource.RLIM_INFINITY:
         limit_bytes = min(limit_bytes, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, hard))
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:  # not Linux
+        pass
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -81,31 +111,43 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def out_of_memory(job_id: str, services: Services) -> dict[str, Any]:
-    """The outcome of a run that ran out of memory: what the core estimates it needs, and the limit."""
+    """The outcome of a run that ran out of memory: the limit, and what the core estimates it needs."""
     from hm2bp_core.footprint import footprint
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_service.admission import gib
     from hm2bp_service.datasets import facts_for
+    from hm2bp_service.memory import out_of_memory_message
 
     limit = services.settings.job_memory_bytes
-    advice = "reduce training.batch_size, encoding.time_steps or the network's size"
     try:
         job = services.store.jobs.by_id(job_id)
         needs = footprint(TrainingSpec.model_validate(job.spec),
                           facts_for(job.dataset, job.user_id, services.store, services.settings)).peak_bytes
     except Exception:  # the estimate needs memory too, or the dataset is gone
         needs = None
-    if needs is not None and needs > limit:
-        message = f"out of memory: needs about {gib(needs)}, the worker allows {gib(limit)}: {advice}"
-    else:
-        message = f"out of memory: needs more than the {gib(limit)} the worker allows: {advice}"
-    return {"status": "failed", "reason": "out_of_memory", "message": message}
+    detail = f"it needs about {gib(needs)} by the estimate" if needs is not None and needs > limit else None
+    return {"status": "failed", "reason": "out_of_memory", "message": out_of_memory_message(limit, detail)}
 
 
-def main(job_id: str, outcome_fd: int) -> None:
+def disk_full(run_dir: Path, exc: OSError) -> dict[str, Any]:
+    """The outcome of a run that found no space left for its files (a checkpoint, the model): the
+    checkpoints written before are whole (``hm2bp_core.checkpoint``), and a resume continues from the last."""
+    from hm2bp_core.checkpoint import latest_epoch
+
+    kept = latest_epoch(run_dir)
+    after = (f"its checkpoint of epoch {kept} is kept, and a resume continues from it" if kept else
+             "it had no checkpoint yet")
+    return {"status": "failed", "reason": "disk_full",
+            "message": f"the server's disk is full ({os.strerror(exc.errno or errno.ENOSPC)} while writing this "
+                       f"job's files); {after}: resume the job once space has been freed"}
+
+
+def main(job_id: str, outcome_fd: int, fence: float) -> None:
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the fence's signal ends the process (an ignored one is inherited)
+    arm_fence(fence)
     watch_parent(signal.SIGKILL)  # dies with its supervisor (a pool process), however that dies
     cancel = threading.Event()
-    _listen_for_control(cancel)  # and, should it have died before the line above, at end of file
+    listen_for_control(cancel)  # and, should it have died before the line above, at end of file
     carry_niceness_to_session()  # the supervisor started this run in a session of its own
     from hm2bp_service.services import get_services
 
@@ -149,10 +191,11 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
     from hm2bp_core.spec import TrainingSpec
     from hm2bp_core.train import Trainer, TrainingCancelled, TrainingDiverged
     from hm2bp_service.datasets import open_dataset, provenance
+    from hm2bp_service.outages import is_outage, through_outages
     from hm2bp_service.services import job_key
 
     store, bus, artifacts, settings = services.store, services.bus, services.artifacts, services.settings
-    job = store.jobs.by_id(job_id)
+    job = through_outages(lambda: store.jobs.by_id(job_id), f"job {job_id}: reading it")
     key = job_key(job_id)
     run_dir = artifacts.local_path(key) or settings.work_dir / job_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,11 +211,16 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
         if event["type"] == "log" and isinstance(data.get("message"), str):
             data["message"] = without_paths(data["message"])
         if event["type"] == "progress":
-            store.jobs.record_progress(job_id, data)
-        elif event["type"] == "epoch":
-            store.jobs.record_epoch(job_id, data)
-            artifacts.push_dir(run_dir / "checkpoint", f"{key}/checkpoint")
-        bus.publish(job_id, event["type"], data)
+            try:
+                store.jobs.record_progress(job_id, data)
+            except Exception as exc:  # the next one replaces it; training does not wait for the database
+                if not is_outage(exc):
+                    raise
+                return  # nor is the event stored: the database is out
+        elif event["type"] == "epoch":  # an outage shorter than the lease is waited out (worker.supervisor)
+            through_outages(lambda: store.jobs.record_epoch(job_id, data), f"job {job_id}: epoch metrics")
+            artifacts.push_dir(run_dir / "checkpoint", f"{key}/checkpoint", mirror=True)
+        through_outages(lambda: bus.publish(job_id, event["type"], data), f"job {job_id}: {event['type']} event")
         if event["type"] == "epoch" and job.sweep_id is not None and not pruned:
             reason = prune_reason(services, job, int(data["epoch"]))
             if reason is not None:
@@ -204,9 +252,13 @@ def run(job_id: str, services: Services, cancel: threading.Event) -> dict[str, A
                 "message": "The GPU ran out of memory; lower training.batch_size or the network's size."}
     except (DatasetError, ValueError) as exc:
         return {"status": "failed", "reason": "invalid_input", "message": f"The job cannot run: {exc}"}
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        return disk_full(Path(run_dir), exc)
     artifacts.push_dir(run_dir, key)
     return {"status": "succeeded", "metrics": finite(metrics)}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))

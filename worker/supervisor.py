@@ -3,8 +3,10 @@
 1. Take the job's lease (``JobStore.acquire_lease``); a delivery that cannot take it (the job
    ended, is cancelling, or another worker's lease is alive) does nothing.
 2. Spawn the training child (``python -m worker.child``) and watch it: renew the lease every
-   ``lease_seconds / 6``; when the job turns ``cancelling``, set the child's cancel flag, then
-   SIGTERM after ``cancel_grace_seconds`` and SIGKILL one grace later (to its process group).
+   ``lease_seconds / 6``, each renewal moving the child's fence (the time by which the kernel ends
+   it: ``worker.child.arm_fence``) to ``LEASE_SHARE`` of a lease after the renewal began; when the
+   job turns ``cancelling``, set the child's cancel flag, then SIGTERM after ``cancel_grace_seconds``
+   and SIGKILL one grace later (to its process group).
    Every ``RESOURCE_SECONDS`` it samples the child's CPU and memory into the job row (``resources``).
 3. Record the outcome: succeeded, cancelled, pruned (a search's trial that fell behind), failed
    (deterministic faults, with the reason and the last log lines), or — when the child died
@@ -16,8 +18,9 @@ killed and nothing is recorded: the new owner is in charge.
 
 The child runs under a memory limit (``Settings.job_memory_bytes``, set by ``worker.child``);
 running out is the child's ``out_of_memory`` outcome, and a child that the kernel's OOM killer
-took (SIGKILL that this supervisor did not send, with a peak RSS near the limit) is classified
-the same way (``oom_outcome``), never retried as a platform fault. After each delivery the next
+took (a SIGKILL that this supervisor did not send, while the worker's memory cgroup counted an
+OOM kill, or with a peak RSS near the limit where no cgroup tells) is classified the same way
+(``oom_outcome``), never retried as a platform fault. After each delivery the next
 waiting jobs are dispatched (``lifecycle.dispatch``: a worker that starts or ends a job frees room).
 """
 
@@ -40,25 +43,44 @@ import psutil
 from hm2bp_service import lifecycle, sweeps
 from hm2bp_service.admission import gib
 from hm2bp_service.dispatch import QUEUES
+from hm2bp_service.memory import cgroup_limit, oom_kills, out_of_memory_message
+from hm2bp_service.outages import is_outage, through_outages
 from hm2bp_service.services import Services
 from hm2bp_service.states import JobState
-from hm2bp_service.store import JobRecord
+from hm2bp_service.store import JobRecord, Lease
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
 EXIT_SECONDS = 30.0  # how long a child that closed its outcome channel may take to exit before a SIGKILL
 RESOURCE_SECONDS = 5.0  # how often a run's CPU and memory are sampled into its job row
 OOM_KILL_SHARE = 0.8  # a SIGKILL from outside at this share of the memory limit is taken as the OOM killer's
+LEASE_SHARE = 0.9  # of the lease after its last renewal began, by which the run must be over (its fence)
 
 
-def oom_outcome(exitcode: int | None, peak_rss: int | None, limit: int, killed_here: bool) -> dict[str, Any] | None:
-    """The ``out_of_memory`` outcome of a child that died of SIGKILL not sent by its supervisor
-    with a peak RSS of at least ``OOM_KILL_SHARE`` of ``limit``; None otherwise."""
-    if exitcode != -signal.SIGKILL or killed_here or peak_rss is None or peak_rss < OOM_KILL_SHARE * limit:
+def oom_outcome(exitcode: int | None, peak_rss: int | None, limit: int, killed_here: bool,
+                oom_killed: bool = False) -> dict[str, Any] | None:
+    """The ``out_of_memory`` outcome of a child that died of a SIGKILL not sent by its supervisor,
+    when the kernel's OOM killer took a process of the worker's control group meanwhile
+    (``oom_killed``: ``memory.oom_kills`` grew; the limit named is the group's when it is the lower)
+    or, where that is not known, when its peak RSS reached ``OOM_KILL_SHARE`` of ``limit``; None otherwise."""
+    if exitcode != -signal.SIGKILL or killed_here:
         return None
-    return {"status": "failed", "reason": "out_of_memory",
-            "message": f"out of memory: the training process was killed at {gib(peak_rss)} (the worker allows "
-                       f"{gib(limit)} per job): reduce training.batch_size, encoding.time_steps or the network's size"}
+    if oom_killed:
+        limit = min(limit, cgroup_limit() or limit)
+    elif peak_rss is None or peak_rss < OOM_KILL_SHARE * limit:
+        return None
+    killed = "the kernel killed it" + (f" at {gib(peak_rss)}" if peak_rss is not None else "")
+    return {"status": "failed", "reason": "out_of_memory", "message": out_of_memory_message(limit, killed)}
+
+
+def fence_reason(exitcode: int | None, fence_after: float) -> str | None:
+    """Why a child that died of its fence's SIGALRM (``worker.child.arm_fence``) died, for the job's
+    history: its supervisor stopped moving the fence on (frozen, or its database out), or the run
+    could not hear it for that long (a process stalled for most of a lease); None for other deaths."""
+    if exitcode != -signal.SIGALRM:
+        return None
+    return (f"its fence ended it: no lease renewal reached it for {fence_after:.0f} s "
+            "(a worker frozen or stalled for most of its lease)")
 
 
 class ResourceSampler:
@@ -97,6 +119,7 @@ class Supervisor:
         self.job_id, self.owner, self.services = job_id, owner, services
         self.store, self.bus, self.settings = services.store, services.bus, services.settings
         self._killed_here = False  # this supervisor sent the child SIGKILL (cancel, lost lease)
+        self._taken = 0.0  # time.monotonic() when the call that took the lease began
 
     def run(self) -> None:
         try:
@@ -113,40 +136,42 @@ class Supervisor:
                 log.exception("dispatch after job %s failed", self.job_id)
 
     def _deliver(self) -> None:
-        lease = self.store.jobs.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
+        lease = through_outages(self._acquire, f"job {self.job_id}: taking its lease")
         if lease.job is None:
             log.info("job %s not run by %s: %s", self.job_id, self.owner, lease.reason)
             return
         job = lease.job
-        if lifecycle.over_attempts(job):
-            self._fail("platform_fault", f"The job was given up after {job.max_attempts} attempts: its worker "
-                       "was lost every time (killed, out of host memory, or the machine went away).")
-            return
         self._dispatch_waiting()  # this job left the waiting ones
         if job.attempts > 1:
-            self.bus.publish(self.job_id, "log",
-                             {"message": f"attempt {job.attempts}: resuming from the last checkpoint"})
+            through_outages(lambda: self.bus.publish(self.job_id, "log", {
+                "message": f"attempt {job.attempts}: resuming from the last checkpoint"}), f"job {self.job_id}: log")
         try:
-            outcome = self._run_child()
+            outcome = self._run_child(self._taken)
         except Exception as exc:  # could not start or watch the child: a platform fault
             log.exception("job %s: supervising the run failed", self.job_id)
             outcome = {"status": "lost", "exitcode": None, "why": f"{type(exc).__name__}: {exc}"}
         if outcome is not None:
-            self._record(job, outcome)
+            through_outages(lambda: self._record(job, outcome), f"job {self.job_id}: recording its outcome")
             self._advance_sweep(job)
 
-    def _run_child(self) -> dict[str, Any] | None:
-        """Run the child to its end; its outcome, ``{"status": "lost"}`` when it died without
-        one, or None when this supervisor lost the lease."""
+    def _acquire(self) -> Lease:
+        self._taken = time.monotonic()  # the lease runs from (a little after) this moment
+        return self.store.jobs.acquire_lease(self.job_id, self.owner, self.settings.lease_seconds)
+
+    def _run_child(self, taken: float) -> dict[str, Any] | None:
+        """Run the child to its end (the lease was taken at ``time.monotonic()`` ``taken``); its
+        outcome, ``{"status": "lost"}`` when it died without one, or None when this supervisor lost the lease."""
         read_fd, write_fd = os.pipe()
+        kills_before = oom_kills()
+        fence_after = self.settings.lease_seconds * LEASE_SHARE
         child = subprocess.Popen(
-            [sys.executable, "-m", "worker.child", self.job_id, str(write_fd)],
+            [sys.executable, "-m", "worker.child", self.job_id, str(write_fd), repr(taken + fence_after)],
             stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True, text=True,
         )
         os.close(write_fd)
         received = b""
         renew_every = self.settings.lease_seconds / 6
-        renewed = time.monotonic()
+        renewed = held = taken  # held: when the last renewal that landed began
         sampling = self._sample_resources(child.pid)
         cancelled_at: float | None = None
         grace = self.settings.cancel_grace_seconds
@@ -162,12 +187,25 @@ class Supervisor:
                 now = time.monotonic()
                 if now - renewed >= renew_every:
                     renewed = now
-                    if self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is None:
+                    renewal = self._renew()
+                    if renewal is False:
                         log.warning("job %s: lease lost by %s; stopping its run", self.job_id, self.owner)
                         self._signal(child, signal.SIGKILL)
                         return None
+                    if renewal:
+                        held = now
+                        self._tell(child, f"fence {now + fence_after!r}")
+                    elif now - held >= fence_after:
+                        # the database was out for most of the lease: it expires soon (by this
+                        # machine's clock, which set it), and the sweeper may give the job to
+                        # another worker; stop this run before anyone else can start one (its
+                        # fence ends it too: worker.child.arm_fence)
+                        log.warning("job %s: lease of %s not renewed for %.0f s; stopping its run", self.job_id,
+                                    self.owner, now - held)
+                        self._signal(child, signal.SIGKILL)
+                        return None
                 if cancelled_at is None:
-                    job = self.store.jobs.by_id(self.job_id)
+                    job = self._current()
                     if job is not None and job.state == JobState.CANCELLING:
                         self._tell(child, "cancel")
                         cancelled_at = now
@@ -184,13 +222,18 @@ class Supervisor:
                 self._signal(child, signal.SIGKILL)
                 peak_rss = self._reap(child, None)
             if child.stdin is not None:
-                child.stdin.close()
+                try:
+                    child.stdin.close()
+                except OSError:  # a line the child, now gone, never read (BrokenPipeError) is no matter
+                    pass
         if received:
             return json.loads(received)
         if cancelled_at is not None:
             return {"status": "cancelled", "exitcode": child.returncode}
-        return (oom_outcome(child.returncode, peak_rss, self.settings.job_memory_bytes, self._killed_here)
-                or {"status": "lost", "exitcode": child.returncode})
+        kills_after = oom_kills()
+        oom_killed = kills_before is not None and kills_after is not None and kills_after > kills_before
+        return (oom_outcome(child.returncode, peak_rss, self.settings.job_memory_bytes, self._killed_here, oom_killed)
+                or {"status": "lost", "exitcode": child.returncode, "why": fence_reason(child.returncode, fence_after)})
 
     def _reap(self, child: subprocess.Popen, seconds: float | None) -> int | None:
         """Wait for ``child`` to exit (TimeoutExpired after ``seconds``), renewing the lease meanwhile
@@ -212,8 +255,27 @@ class Supervisor:
                 raise subprocess.TimeoutExpired(child.args, seconds or 0)
             if now - renewed >= self.settings.lease_seconds / 6:
                 renewed = now
-                self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds)
+                self._renew()
             time.sleep(0.05)
+
+    def _renew(self) -> bool | None:
+        """Renew the lease: True when renewed, False when lost, None when the database is out."""
+        try:
+            return self.store.jobs.renew_lease(self.job_id, self.owner, self.settings.lease_seconds) is not None
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("job %s: lease not renewed, the database is unavailable", self.job_id)
+            return None
+
+    def _current(self) -> JobRecord | None:
+        """The job's row, None while the database is out."""
+        try:
+            return self.store.jobs.by_id(self.job_id)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return None
 
     def _sample_resources(self, pid: int) -> threading.Event:
         """From a thread of its own (so that it never delays the lease's renewal): every

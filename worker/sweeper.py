@@ -4,7 +4,8 @@ Every ``sweep_seconds`` it (1) takes jobs whose lease expired (their worker was 
 ``lifecycle.requeue_or_give_up`` to each (a ``cancelling`` one becomes ``cancelled``, one with
 attempts left goes back to ``queued`` and is dispatched again, the others fail);
 (2) dispatches waiting jobs while workers have room (``lifecycle.dispatch``: jobs wait in the
-database and are sent fairly; this also sends those whose message failed while the broker was down);
+database and are sent fairly; this also sends those whose message failed while the broker was down,
+and, through ``lifecycle.redispatch_lost``, those whose message the broker lost);
 and (3) advances every open search (``sweeps.advance``: its next trials, or done), so a search goes
 on after its worker or the API restarted.
 Every change is a conditional update, so any number of workers may sweep at once.
@@ -42,6 +43,7 @@ class Sweeper(threading.Thread):
             lifecycle.requeue_or_give_up(self.services, job, f"the lease of {job.lease_owner} expired (worker lost)",
                                          lease_expired=True)
         for queue in QUEUES:
+            lifecycle.redispatch_lost(self.services, queue)
             lifecycle.dispatch(self.services, None, queue)
         for sweep in self.services.store.sweeps.open_searches():
             sweeps.advance(self.services, sweep.id)

@@ -5,7 +5,6 @@ this service has its files."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
@@ -15,6 +14,7 @@ from hm2bp_service.store import DatasetRecord
 from hm2bp_service.uploads import accept_upload
 
 from .. import schemas
+from ..blocking import upload_reader_thread
 from ..dataset_intake import receive_upload
 from ..deps import ServicesDep, UserDep, not_found
 
@@ -61,7 +61,10 @@ async def upload_dataset(request: Request, response: Response, user: UserDep, se
     (``duplicate: true``; it keeps its first name: one record per file and user, whatever name the
     new upload asked for)."""
     upload = await receive_upload(request, services.settings)
-    row, created = await asyncio.to_thread(accept_upload, services, user.id, upload)
+    try:
+        row, created = await upload_reader_thread(request, accept_upload, services, user.id, upload)
+    finally:
+        upload.discard()  # when it never reached the thread (a cancelled wait); else already done there
     if created:
         return record(row)
     response.status_code = status.HTTP_200_OK

@@ -30,6 +30,7 @@ from .records import (
     Event,
     JobRecord,
     Lease,
+    LeaseRecord,
     SweepRecord,
     TransitionRecord,
     UserRecord,
@@ -41,9 +42,9 @@ from .users import Users
 from .webhooks import WebhookOutbox
 
 __all__ = [
-    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "NewJob", "QueueLimit", "StorageLimit",
-    "Store", "SweepRecord", "TransitionRecord", "UserRecord", "WebhookDeliveryRecord", "make_engine", "migrate",
-    "new_id", "records", "schema", "utcnow",
+    "DatasetRecord", "Event", "IdempotencyConflict", "JobRecord", "Lease", "LeaseRecord", "NewJob", "QueueLimit",
+    "StorageLimit", "Store", "SweepRecord", "TransitionRecord", "UserRecord", "WebhookDeliveryRecord", "make_engine",
+    "migrate", "new_id", "records", "schema", "utcnow",
 ]
 
 

@@ -12,18 +12,19 @@ query itself there (~1 ms a statement on a 2-core machine; benchmarks/load.py).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..states import LEASED, TERMINAL, JobState
 from .database import Database, rowcount
 from .events import append_event
-from .records import Event, JobRecord, Lease, TransitionRecord
-from .schema import Job, JobEpoch, JobEvent, JobTransition, User, table_of, utcnow
+from .records import Event, JobRecord, Lease, LeaseRecord, TransitionRecord
+from .schema import Job, JobEpoch, JobEvent, JobLease, JobTransition, User, table_of, utcnow
 from .webhooks import add_delivery
 
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
@@ -113,6 +114,14 @@ def insert_queued(connection: Connection, jobs: list[NewJob], reason: str) -> li
                                            "data": {"state": QUEUED.value, "reason": reason}})
         records.append(JobRecord(**values))
     return records
+
+
+def _release_leases(session: Session, job_id: str) -> None:
+    """The job's lease was cleared (or taken over once expired): its open lease rows end now, or
+    at their expiry when that came first."""
+    now = utcnow()
+    for lease in session.scalars(select(JobLease).where(JobLease.job_id == job_id, JobLease.released_at.is_(None))):
+        lease.released_at = min(now, lease.until)
 
 
 class Jobs:
@@ -211,6 +220,13 @@ class Jobs:
         with self.db.write_connection() as connection:
             connection.execute(_MARK_DISPATCHED, {"job_id": job_id, "at": utcnow()})
 
+    def stale_dispatched(self, queue: str, before: datetime) -> list[JobRecord]:
+        """Queued jobs of ``queue`` sent to the broker before ``before`` and not taken since, oldest first."""
+        with self.db.connect() as connection:
+            return [JobRecord.of(row) for row in connection.execute(
+                select(_jobs).where(_jobs.c.queue == queue, _jobs.c.state == QUEUED.value,
+                                    _jobs.c.dispatched_at < before).order_by(_jobs.c.dispatched_at))]
+
     def unmark_dispatched(self, job_id: str) -> None:
         """The job's message could not be sent: it waits again (a later ``claim_fair`` picks it)."""
         with self.db.write_connection() as connection:
@@ -281,6 +297,8 @@ class Jobs:
                 query = query.where(Job.lease_until < utcnow())
             if rowcount(session.execute(query.values(**fields))) == 0:
                 return None
+            if "lease_owner" in fields and fields["lease_owner"] is None:
+                _release_leases(session, job_id)
             session.add(JobTransition(job_id=job_id, from_state=current, to_state=to_state, reason=reason))
             data: dict[str, Any] = {"state": to_state.value, "reason": reason}
             if "error" in fields:
@@ -297,8 +315,9 @@ class Jobs:
     # ------------------------------------------------------------------ leases
     def acquire_lease(self, job_id: str, owner: str, seconds: float) -> Lease:
         """Take the job for ``owner``: a queued job, or a running one whose lease expired (its
-        worker was lost and the broker redelivered it). Counts an attempt. A live lease held by
-        someone else wins: the caller must not train (duplicate delivery)."""
+        worker was lost and the broker redelivered it). Counts an attempt; a job that has used
+        ``max_attempts`` is not taken (the sweeper gives it up). A live lease held by someone else
+        wins: the caller must not train (duplicate delivery)."""
         now = utcnow()
         with self.db.writing() as session:
             job = session.get(Job, job_id)
@@ -308,7 +327,9 @@ class Jobs:
                 return Lease(None, f"job is {job.state}")
             if job.state == RUNNING and job.lease_until is not None and job.lease_until > now:
                 return Lease(None, f"job is leased by {job.lease_owner} until {job.lease_until.isoformat()}")
-            previous = job.state
+            if job.attempts >= job.max_attempts:
+                return Lease(None, f"no attempt left ({job.attempts} of {job.max_attempts}); the sweeper gives it up")
+            previous, attempt = job.state, job.attempts + 1
             taken = rowcount(session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state == previous,
@@ -319,6 +340,9 @@ class Jobs:
             ))
             if not taken:
                 return Lease(None, "another worker took the job first")
+            _release_leases(session, job_id)  # an expired one, whose holder was lost
+            session.add(JobLease(job_id=job_id, owner=owner, attempt=attempt, taken_at=now,
+                                 until=now + timedelta(seconds=seconds)))
             if previous == QUEUED:
                 reason = f"started by {owner}"
                 session.add(JobTransition(job_id=job_id, from_state=QUEUED, to_state=RUNNING, reason=reason))
@@ -327,13 +351,23 @@ class Jobs:
 
     def renew_lease(self, job_id: str, owner: str, seconds: float) -> JobRecord | None:
         """Extend the lease; None when ``owner`` lost it (the sweeper re-queued the job, or it ended)."""
+        until = utcnow() + timedelta(seconds=seconds)
         with self.db.writing() as session:
             renewed = rowcount(session.execute(
                 update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state.in_(LEASED))
-                .values(lease_until=utcnow() + timedelta(seconds=seconds))
+                .values(lease_until=until)
             ))
+            if renewed:
+                session.execute(update(JobLease).where(JobLease.job_id == job_id, JobLease.owner == owner,
+                                                       JobLease.released_at.is_(None)).values(until=until))
             row = session.get(Job, job_id) if renewed else None
             return JobRecord.of(row) if row is not None else None
+
+    def leases(self, job_id: str) -> list[LeaseRecord]:
+        """Every lease the job was given, oldest first."""
+        with self.db.reading() as session:
+            return [LeaseRecord.of(row) for row in session.scalars(
+                select(JobLease).where(JobLease.job_id == job_id).order_by(JobLease.id))]
 
     def expired_leases(self) -> list[JobRecord]:
         with self.db.connect() as connection:

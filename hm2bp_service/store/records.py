@@ -99,6 +99,17 @@ class TransitionRecord(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRecord(_Record):
+    id: int
+    job_id: str
+    owner: str
+    attempt: int
+    taken_at: datetime
+    until: datetime
+    released_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class SweepRecord(_Record):
     id: str
     user_id: int

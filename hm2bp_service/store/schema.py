@@ -162,6 +162,20 @@ class JobTransition(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class JobLease(Base):
+    """One lease a job was given: taken by ``owner`` for attempt ``attempt``, renewed up to
+    ``until``, ``released_at`` when its holder (or the sweeper, once it expired) let the job go."""
+
+    __tablename__ = "job_leases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class JobEvent(Base):
     """One event of a job's stream (state, progress, epoch, log); ``seq`` is the client's cursor."""
 

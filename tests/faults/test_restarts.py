@@ -13,14 +13,14 @@ import httpx
 import httpx_sse
 import pytest
 import redis
-from service.harness import TINY_SPEC
+from service.harness import TINY_SPEC, Cluster
 from service.test_training_jobs import stream_events
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from hm2bp_service.events import stream_key
 
-from .conftest import FAULT_SPEC, TERMINAL
+from .conftest import FAULT_SPEC, LEASE_SECONDS, SWEEP_SECONDS, TERMINAL
 from .test_worker_loss import wait_for_progress
 
 
@@ -109,6 +109,7 @@ def test_redis_restart_job_finishes_and_history_comes_from_the_database(cluster)
     later = cluster.service.wait_for(during.json()["id"], TERMINAL, seconds=120)
     history = [(t["to_state"], t["reason"]) for t in client.get(f"/v1/jobs/{job['id']}/metrics").json()["transitions"]]
     assert done["state"] == "succeeded", (history, cluster.worker_logs())
+    assert done["attempts"] == 1, history  # the run went on through the broker's restart
     assert later["state"] == "succeeded" and later["attempts"] == 1, cluster.worker_logs()
     assert [row["epoch"] for row in client.get(f"/v1/jobs/{job['id']}/metrics").json()["epochs"]] == [1, 2, 3, 4]
 
@@ -118,3 +119,24 @@ def test_redis_restart_job_finishes_and_history_comes_from_the_database(cluster)
     streamed = redis.Redis.from_url(cluster.redis.url).xrange(stream_key("hm2bp:", job["id"]))
     # the early events are gone from Redis: served by the database
     assert not streamed or int(streamed[0][1][b"seq"]) > 4
+
+
+def test_job_whose_message_redis_lost_is_sent_again(tmp_path):
+    """A job sent to the broker, whose message a Redis restart (without persistence) loses before
+    any worker took it, is sent again once a worker sits idle (``redispatch_seconds``); before,
+    it stayed ``queued`` for good, and held the queue's only dispatch slot."""
+    cluster = Cluster(tmp_path, 300, lease_seconds=LEASE_SECONDS, sweep_seconds=SWEEP_SECONDS, redispatch_seconds="2")
+    try:
+        cluster.start_api()
+        client = cluster.service.client()
+        small = copy.deepcopy(TINY_SPEC)
+        small["training"]["epochs"] = 1
+        job = client.post("/v1/jobs", json={"dataset": "builtin:digits", "spec": small}).json()
+        assert redis.Redis.from_url(cluster.redis.url).llen("cpu") == 1  # sent (a worker may be starting)
+        cluster.redis.kill()
+        cluster.redis.start()  # empty: the message is gone
+        cluster.add_worker("only")
+        done = cluster.service.wait_for(job["id"], TERMINAL, seconds=600)  # a bound for a loaded machine
+        assert done["state"] == "succeeded" and done["attempts"] == 1, cluster.worker_logs()
+    finally:
+        cluster.close()

@@ -143,6 +143,6 @@ def test_running_out_of_memory_fails_once_with_the_reason(cluster, oom_job):
     assert job["state"] == "failed" and job["attempts"] == 1, job
     error = job["error"]
     assert error["reason"] == "out_of_memory", error
-    assert error["message"].startswith("out of memory: needs about ") and f"allows {JOB_MEMORY_MIB} MiB" in \
-        error["message"] and "batch_size" in error["message"]
+    assert error["message"].startswith(f"ran out of memory (limit {JOB_MEMORY_MIB} MiB; it needs about "), error
+    assert "reduce training.batch_size or encoding.time_steps" in error["message"], error
     assert not any("Traceback" in line for line in error["log_tail"]), error["log_tail"]

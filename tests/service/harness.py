@@ -8,10 +8,12 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ TINY_SPEC = {
     "training": {"epochs": 2, "batch_size": 32, "max_train_samples": 200, "max_test_samples": 100, "device": "cpu"},
 }
 MAX_UPLOAD_BYTES = 200_000
-START_SECONDS = 60
+START_SECONDS = 240  # the API and worker import torch: a minute and more on a loaded 2-core machine
 HM2BP = str(Path(sys.executable).with_name("hm2bp"))  # the installed console script
 
 
@@ -89,12 +91,56 @@ def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
         env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_worker(env: dict[str, str], log: Path, name: str = "worker") -> subprocess.Popen:
-    """A Celery worker (one pool process) named ``name@host``, in its own process group."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu", "-c", "1",
-         "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+def start_worker(env: dict[str, str], log: Path, name: str = "worker", cgroup: Path | None = None) -> subprocess.Popen:
+    """A Celery worker (one pool process) named ``name@host``, in its own process group; in the
+    control group ``cgroup`` (a folder made by ``memory_cgroup``) from its first instruction on,
+    with everything it starts."""
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu", "-c", "1",
+               "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]
+    if cgroup is not None:
+        command = ["sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh", *command]
+    return subprocess.Popen(command, env=env, cwd=REPO, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+@contextlib.contextmanager
+def memory_cgroup(mib: int):
+    """A memory control group of the test's own under this process's, limited to ``mib`` MiB (the
+    kernel's OOM killer takes a process of it that goes past); yields its folder, removed afterwards
+    (once its processes are gone). Skips the test where no writable memory cgroup is found (cgroup
+    v1 here; v2 needs the memory controller delegated to this process's group)."""
+    import pytest
+
+    own = None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            own = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+        elif controllers == "" and own is None and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            own = Path("/sys/fs/cgroup") / path.lstrip("/")
+    if own is None or os.geteuid() != 0:
+        pytest.skip("no memory cgroup to make a group in (needs root)")
+    folder = own / f"hm2bp-test-{secrets.token_hex(4)}"
+    try:
+        folder.mkdir()
+        limit = "memory.max" if (folder / "memory.max").exists() else "memory.limit_in_bytes"
+        (folder / limit).write_text(str(mib << 20))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        pytest.skip(f"cannot make a memory cgroup: {exc}")
+    try:
+        yield folder
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                folder.rmdir()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def wait_api(url: str, process: subprocess.Popen, log: Path, seconds: float = START_SECONDS) -> None:
@@ -212,6 +258,54 @@ class RedisServer:
             self.process.wait()
 
 
+class PostgresServer:
+    """A PostgreSQL server of the test's own (``initdb`` into a fresh folder under the system's
+    temporary folder, ``pg_ctl`` on a free loopback port, trust authentication), never the
+    machine's: a test may stop, kill and restart it; ``close`` stops it and removes its folder.
+    PostgreSQL refuses to run as root, so under root it runs as the ``postgres`` user (which
+    could not enter a root-only test folder: hence a folder of its own)."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="hm2bp-postgres-"))
+        self.data = self.folder / "data"
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin = bins[-1].parent
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*self._as, *args], capture_output=True, text=True, check=True, cwd=self.folder)
+
+    def start(self) -> PostgresServer:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "postgres.log"), "-w",
+                  "-t", "60", "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off "
+                  "-c max_connections=200", "start")
+        return self
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``pg_ctl stop -m immediate``: every connection is cut at once, as in a crash."""
+        subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                       capture_output=True, cwd=self.folder)
+
+    def restart(self, down_seconds: float = 0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def kill_tree(process: subprocess.Popen) -> list[int]:
     """SIGKILL a process and all its descendants at once (a worker and its training child, which
     runs in a session of its own, so the process group alone would miss it); their pids."""
@@ -234,11 +328,13 @@ def kill_tree(process: subprocess.Popen) -> list[int]:
 
 class Cluster:
     """A whole service of the test's own, each part started and stopped at will: its own Redis,
-    one API (restartable on the same port), any number of Celery workers; SQLite under ``root``.
-    ``service`` is the ``Service`` handle the service tests use (tokens of alice and bob)."""
+    one API (restartable on the same port), any number of Celery workers; SQLite under ``root``
+    (or the database of a ``database_url`` setting, e.g. a ``PostgresServer``'s). ``service`` is
+    the ``Service`` handle the service tests use (tokens of alice and bob); ``start_seconds`` bounds
+    each start of the API or a worker."""
 
-    def __init__(self, root: Path, **settings: str):
-        self.root = root
+    def __init__(self, root: Path, start_seconds: float = START_SECONDS, **settings: str):
+        self.root, self.start_seconds = root, start_seconds
         self.redis = RedisServer(root / "redis").start()
         self.env = service_env(root, self.redis.url, **settings)
         self.port = free_port()
@@ -249,19 +345,19 @@ class Cluster:
 
     def start_api(self) -> None:
         self.api = start_api(self.env, self.port, self.logs["api"])
-        wait_api(self.service.url, self.api, self.logs["api"])
+        wait_api(self.service.url, self.api, self.logs["api"], self.start_seconds)
 
     def kill_api(self) -> None:
         if self.api is not None:
             kill_tree(self.api)
             self.api = None
 
-    def add_worker(self, name: str, wait: bool = True) -> subprocess.Popen:
+    def add_worker(self, name: str, wait: bool = True, cgroup: Path | None = None) -> subprocess.Popen:
         log = self.logs.setdefault(f"worker-{name}", self.root / f"worker-{name}.log")
         start = log.stat().st_size if log.exists() else 0
-        worker = self.workers[name] = start_worker(self.env, log, name)
+        worker = self.workers[name] = start_worker(self.env, log, name, cgroup)
         if wait:
-            wait_worker(worker, log, start=start)
+            wait_worker(worker, log, self.start_seconds, start=start)
         return worker
 
     def worker_logs(self, tail: int = 3000) -> str:

@@ -47,7 +47,8 @@ def queued_job(store: Store, **fields) -> records.JobRecord:
 def test_records_mirror_their_tables():
     pairs = [(records.UserRecord, schema.User), (records.DatasetRecord, schema.DatasetRow),
              (records.JobRecord, schema.Job), (records.TransitionRecord, schema.JobTransition),
-             (records.SweepRecord, schema.Sweep), (records.WebhookDeliveryRecord, schema.WebhookDelivery)]
+             (records.SweepRecord, schema.Sweep), (records.WebhookDeliveryRecord, schema.WebhookDelivery),
+             (records.LeaseRecord, schema.JobLease)]
     for record, table in pairs:
         assert [f.name for f in dataclasses.fields(record)] == [c.key for c in table.__table__.columns], record
 
@@ -70,6 +71,33 @@ def test_expired_lease_is_taken_over_and_counted(store):
     taken = store.jobs.acquire_lease(job.id, "worker-b", seconds=30)
     assert taken.job is not None and taken.job.lease_owner == "worker-b" and taken.job.attempts == 2
     assert store.jobs.renew_lease(job.id, "worker-a", 30) is None  # the old owner learns it lost the job
+
+
+def test_lease_history_has_one_lease_per_attempt_none_overlapping(store):
+    job = queued_job(store)
+    assert store.jobs.acquire_lease(job.id, "worker-a", seconds=0.2).job is not None
+    time.sleep(0.4)
+    assert store.jobs.acquire_lease(job.id, "worker-b", seconds=30).job is not None
+    renewed = store.jobs.renew_lease(job.id, "worker-b", 60)
+    assert renewed is not None
+    store.jobs.transition(job.id, SUCCEEDED, "done", expect=(RUNNING,), owner="worker-b")
+    first, second = store.jobs.leases(job.id)
+    assert (first.owner, first.attempt, second.owner, second.attempt) == ("worker-a", 1, "worker-b", 2)
+    assert first.released_at == first.until <= second.taken_at  # it ran out before the next was taken
+    assert second.until == renewed.lease_until and second.taken_at < second.released_at < second.until
+
+
+def test_no_attempt_past_the_limit(store):
+    """A job that used its last attempt is not taken again when its lease expires (a redelivered
+    message): the sweeper gives it up. Before, the redelivery counted attempt max + 1."""
+    job = queued_job(store)  # max_attempts 2
+    assert store.jobs.acquire_lease(job.id, "worker-a", seconds=0.2).job is not None
+    time.sleep(0.4)
+    assert store.jobs.acquire_lease(job.id, "worker-b", seconds=0.2).job is not None
+    time.sleep(0.4)
+    refused = store.jobs.acquire_lease(job.id, "worker-c", seconds=30)
+    assert refused.job is None and "no attempt left (2 of 2)" in refused.reason
+    assert store.jobs.by_id(job.id).attempts == 2 and len(store.jobs.leases(job.id)) == 2
 
 
 def test_terminal_states_never_change(store):
