@@ -46,6 +46,9 @@ def test_paper_row_matches_the_model_not_the_training_settings():
     assert set(reference_for(cnn)["runs"]) == {"mnist-cnn"}
     assert set(reference_for(TrainingSpec())["runs"]) == {"mnist-fc", "mnist-fc-ovth5"}
     assert reference_for(TrainingSpec.model_validate({"encoding": {"time_steps": 200}})) is None
+    # the fast recipe trains the paper's model, so its job page draws the authors' curves beside it
+    recipe = TrainingSpec.model_validate(yaml.safe_load((REPO / "examples" / "mnist_mlp_fast.yaml").read_text()))
+    assert paper_row(recipe) == "mnist-fc" and recipe.training.lr_schedule == "cosine"
 
 
 def test_paper_table_rows_are_the_reference_rows():
