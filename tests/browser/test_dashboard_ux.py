@@ -95,6 +95,16 @@ def docs_screenshot(page, name: str) -> None:
     page.screenshot(path=str(DOCS_IMG / name), full_page=True)
 
 
+def wait_until(page, condition, seconds: float = 30.0) -> bool:
+    """Polls ``condition`` until it holds or ``seconds`` pass. It waits with ``page.wait_for_timeout``
+    (not ``time.sleep``) so that Playwright goes on dispatching the page's routes meanwhile."""
+    for _ in range(int(seconds / 0.2)):
+        if condition():
+            return True
+        page.wait_for_timeout(200)
+    return bool(condition())
+
+
 def open_job(page, dashboard, job_id: str) -> None:
     page.goto(f"{dashboard.url}/#/jobs/{job_id}")
     page.wait_for_function("() => document.getElementById('job-state').textContent !== ''")
@@ -313,9 +323,11 @@ def test_running_job_cancel_asks_first_and_shows_cpu_and_memory(page, dashboard,
     sign_in(page, dashboard)
     open_job(page, dashboard, job["id"])
     page.wait_for_selector(".stat[data-stat='CPU']")
-    resources = next(body["resources"] for body in reversed(served) if body.get("resources"))
-    page.wait_for_function(f"() => document.querySelector(\".stat[data-stat='memory'] b\").textContent "
-                           f"=== '{resources['rss_mib']:.0f} MiB'")
+    # the stats are drawn again at every poll of the job, and the worker's samples change between polls:
+    # what the page shows is one of the samples it was served (the test cannot know which poll it drew last)
+    shown = wait_until(page, lambda: page.text_content(".stat[data-stat='memory'] b") in {
+        f"{body['resources']['rss_mib']:.0f} MiB" for body in served if body.get("resources")})
+    assert shown, (page.text_content(".stat[data-stat='memory'] b"), [body.get("resources") for body in served])
     assert page.text_content(".stat[data-stat='CPU'] b").endswith(" %")
     assert no_horizontal_overflow(page)
 
@@ -351,7 +363,7 @@ def test_resume_button_for_cancelled_jobs(page, dashboard):
     dashboard.wait_for(job["id"], {"cancelled"}, seconds=600)
     sign_in(page, dashboard)
     open_job(page, dashboard, job["id"])
-    assert page.is_visible("#resume")
+    page.wait_for_selector("#resume", state="visible")  # waits (up to 30 s), where is_visible does not
     if not resume_route(dashboard):
         page.click("#resume")
         page.wait_for_selector("#job-error:not(:empty)")
