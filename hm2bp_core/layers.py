@@ -76,6 +76,12 @@ def times_spikes(dense: torch.Tensor, raster: torch.Tensor) -> torch.Tensor:
     return spikes_times(raster.T, dense.T).T
 
 
+Events = tuple[torch.Tensor, torch.Tensor]
+"""A raster's spikes as step-major event lists (off: B x (T + 1) int64, idx: int32), as the CPU conv and
+pool kernels return them and take them back (``GivenEvents`` in kernels/cpu.cpp)."""
+NO_EVENTS: Events = (torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int32))  # the kernel scans
+
+
 @dataclass
 class LayerTrace:
     """What the backward pass needs from one forward pass of a layer (rasters T x B x N, bool or 0/1)."""
@@ -84,6 +90,8 @@ class LayerTrace:
     spikes: torch.Tensor
     weight_t: torch.Tensor | None = None  # dense layers on the CPU: W^T of this pass, reused by its backward
     counts: torch.Tensor | None = None  # B x N spikes per neuron, when the compiled kernel counted them
+    events: Events | None = None  # the spikes as event lists, when a CPU conv or pool kernel made them
+    input_events: Events | None = None  # the inputs' event lists, when the layer below handed them on
 
     def spike_counts(self, dtype: torch.dtype) -> torch.Tensor:
         """Spikes per neuron (B x N in ``dtype``): the kernel's count, or the raster summed over time."""
@@ -94,6 +102,12 @@ class LayerTrace:
 class LayerGradient:
     weight: torch.Tensor | None  # mean over the batch (or B x ... when per_sample); None for a pool layer
     delta_below: torch.Tensor | None  # B x N_in
+
+
+def post_events(trace: LayerTrace, post_spikes: torch.Tensor | None) -> Events:
+    """The event lists of the post raster a backward pass uses: the trace's own spikes' (when it has
+    them), never those of other ``post_spikes`` (the output layer's with the dummy label train)."""
+    return (trace.events or NO_EVENTS) if post_spikes is None else NO_EVENTS
 
 
 def exponential_penalty_grad(weight: torch.Tensor, reg: Regularization) -> torch.Tensor:
@@ -147,7 +161,9 @@ class SpikingLayer:
     def fan_in_sum(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+    def forward(self, inputs: torch.Tensor, input_events: Events | None = None) -> LayerTrace:  # noqa: ARG002
+        """The layer's spikes for ``inputs`` (T x B x N_in); ``input_events``: the inputs' event lists, which
+        the CPU conv and pool kernels use instead of scanning the raster (the tensor code ignores them)."""
         steps, batch = inputs.shape[:2]
         state = LIFState.zeros(batch, self.units, self.weight.dtype, self.weight.device)
         spikes = torch.empty(steps, batch, self.units, dtype=torch.bool, device=self.weight.device)
@@ -276,7 +292,7 @@ class DenseLayer(SpikingLayer):
     def units(self) -> int:
         return self.weight.shape[0]
 
-    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+    def forward(self, inputs: torch.Tensor, input_events: Events | None = None) -> LayerTrace:  # noqa: ARG002
         kernel = for_tensor(self.weight)
         if kernel is None:
             return super().forward(inputs)
@@ -362,16 +378,16 @@ class ConvLayer(SpikingLayer):
         c, h, w = self.out_shape
         return c * h * w
 
-    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+    def forward(self, inputs: torch.Tensor, input_events: Events | None = None) -> LayerTrace:
         kernel = for_tensor(self.weight)
         if kernel is None:
             return super().forward(inputs)
         _, height, width = self.in_shape
-        spikes, counts = kernel.conv_lif(
+        spikes, counts, off, idx = kernel.conv_lif(
             as_bool(inputs), self.weight.detach(), height, width, self.stride, self.padding,
             firing_threshold(self.threshold, self.strict_threshold), self.neuron.tau_m, self.neuron.tau_s,
-            self.neuron.refractory)
-        return LayerTrace(inputs=inputs, spikes=spikes, counts=counts)
+            self.neuron.refractory, *(input_events or NO_EVENTS))
+        return LayerTrace(inputs=inputs, spikes=spikes, counts=counts, events=(off, idx), input_events=input_events)
 
     def backward(
         self,
@@ -397,7 +413,8 @@ class ConvLayer(SpikingLayer):
             as_bool(trace.inputs), as_bool(post), self.weight.detach(), delta.to(dtype), factor, height, width,
             self.stride, self.padding, self.threshold, self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory,
             switches.refractory_shift, switches.psp_window, switches.side_effect, switches.ratio_fallbacks,
-            switches.silent_post_spsp, need_delta_below, per_sample)
+            switches.silent_post_spsp, need_delta_below, per_sample, *(trace.input_events or NO_EVENTS),
+            *post_events(trace, post_spikes))
         return self._gradient(grad, below if need_delta_below else None, trace.inputs.shape[1], per_sample)
 
     def _maps(self, x: torch.Tensor, shape) -> torch.Tensor:
@@ -453,13 +470,16 @@ class PoolLayer:
         pooled = torch.nn.functional.avg_pool2d(maps, self.size) * (self.size * self.size)
         return pooled.reshape(*inputs.shape[:-1], self.units)
 
-    def forward(self, inputs: torch.Tensor) -> LayerTrace:
+    def forward(self, inputs: torch.Tensor, input_events: Events | None = None) -> LayerTrace:
+        """:meth:`SpikingLayer.forward` with unit weights over each window."""
         kernel = for_tensor(inputs)
         if kernel is not None:
-            spikes, counts = kernel.pool_lif(
+            spikes, counts, off, idx = kernel.pool_lif(
                 as_bool(inputs), *self.in_shape, self.size, self.dtype == torch.float64,
-                firing_threshold(self.threshold, False), self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory)
-            return LayerTrace(inputs=inputs, spikes=spikes, counts=counts)
+                firing_threshold(self.threshold, False), self.neuron.tau_m, self.neuron.tau_s, self.neuron.refractory,
+                *(input_events or NO_EVENTS))
+            return LayerTrace(inputs=inputs, spikes=spikes, counts=counts, events=(off, idx),
+                              input_events=input_events)
         steps, batch = inputs.shape[:2]
         state = LIFState.zeros(batch, self.units, self.dtype, self.device)
         spikes = lif_step_chunk(self.currents(inputs), state, self.threshold, self.neuron) > 0
@@ -494,7 +514,8 @@ class PoolLayer:
             below = kernel.pool_backward(
                 as_bool(trace.inputs), as_bool(trace.spikes if post_spikes is None else post_spikes),
                 delta.to(self.dtype), *self.in_shape, self.size, self.neuron.tau_m, self.neuron.tau_s,
-                self.neuron.refractory, switches.refractory_shift, switches.psp_window, switches.ratio_fallbacks)
+                self.neuron.refractory, switches.refractory_shift, switches.psp_window, switches.ratio_fallbacks,
+                *(trace.input_events or NO_EVENTS), *post_events(trace, post_spikes))
             return LayerGradient(weight=None, delta_below=below)
         post = (trace.spikes if post_spikes is None else post_spikes).to(self.dtype)
         q = spike_weights(post, self.neuron, shift=switches.refractory_shift, window=switches.psp_window)

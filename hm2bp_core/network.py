@@ -97,10 +97,11 @@ class SpikingNetwork:
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor) -> list[LayerTrace]:
         traces = []
+        events = None  # the CPU conv and pool kernels hand each raster's event lists on with it
         for layer in self.layers:
-            trace = layer.forward(inputs)
+            trace = layer.forward(inputs, events)
             traces.append(trace)
-            inputs = trace.spikes
+            inputs, events = trace.spikes, trace.events
         return traces
 
     @torch.no_grad()

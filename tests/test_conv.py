@@ -1,5 +1,6 @@
 """Spiking convolution and pooling: HM2-BP gradients against brute-force loops over positions."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,38 @@ def test_event_driven_cnn_equals_the_tensor_path(monkeypatch):
         assert all(float(counts.sum()) > 0 for counts in a.layer_counts)
         for ga, gb in zip(a.gradients, b.gradients, strict=True):
             assert_close(ga, gb, torch.float64)
+
+
+def test_event_lists_are_the_rasters_spikes_and_change_nothing(lif):
+    """The compiled conv and pool layers return their spikes also as step-major event lists, which the
+    layer above and both backward passes take instead of scanning the raster again: the lists hold
+    the raster's spikes in order, and a layer given them computes exactly what it computes from the
+    raster alone."""
+    compiled_kernels()
+    g = torch.Generator().manual_seed(31)
+    kernel = torch.rand(11, 3, 3, 3, generator=g) * 2 - 1
+    conv = ConvLayer(kernel, 2.0, lif, NO_REG, in_shape=(3, 9, 8), padding=1)
+    pool = PoolLayer(1.0, lif, in_shape=conv.out_shape, size=2, dtype=torch.float32)
+    conv_trace = conv.forward(sparse_inputs(g, 200, 3, 3 * 9 * 8, 0.06))
+    spikes = conv_trace.spikes
+    off, idx = conv_trace.events
+    assert off.shape == (3, 201) and len(idx) == int(spikes.sum()) > 0
+    for b in range(3):
+        for t in range(200):
+            assert torch.equal(idx[off[b, t]:off[b, t + 1]].long(), spikes[t, b].nonzero().flatten())
+
+    handed, scanned = pool.forward(spikes, conv_trace.events), pool.forward(spikes)
+    assert handed.input_events is conv_trace.events and scanned.input_events is None
+    assert torch.equal(handed.spikes, scanned.spikes) and 0 < int(handed.spikes.sum())
+    assert all(torch.equal(a, b) for a, b in zip(handed.events, scanned.events, strict=True))
+    no_spikes = (torch.zeros(3, 201, dtype=torch.int64), torch.empty(0, dtype=torch.int32))
+    assert int(pool.forward(spikes, no_spikes).spikes.sum()) == 0  # the lists are read, not the raster
+    pool_delta = torch.randn(3, pool.units, generator=g)
+    below = pool.backward(handed, pool_delta, Hm2bp()).delta_below
+    assert torch.equal(below, pool.backward(replace(scanned, events=None), pool_delta, Hm2bp()).delta_below)
+
+    delta = torch.randn(3, conv.units, generator=g)
+    for per_sample in (False, True):
+        given = conv.backward(conv_trace, delta, Hm2bp(), per_sample=per_sample)
+        alone = conv.backward(replace(conv_trace, events=None), delta, Hm2bp(), per_sample=per_sample)
+        assert torch.equal(given.weight, alone.weight) and torch.equal(given.delta_below, alone.delta_below)

@@ -30,6 +30,11 @@
 //                   conv and pool work on (sample, output channel) pairs, so one sample still uses
 //                   every thread; nothing of size T x N_out exists besides the boolean rasters.
 //
+// Event lists: conv_lif and pool_lif also return their raster's spikes as step-major lists (off, idx: see
+// GivenEvents), and conv_lif, pool_lif, conv_backward and pool_backward take such lists of their input
+// (and post) rasters, so that each raster is scanned once, by the kernel that wrote it, not by each
+// kernel that reads it (empty tensors: the kernel scans the raster itself).
+//
 // State tensors (v, x, r, last currents, last spikes: B x N each) are read and updated in place so
 // a run can be fed in chunks of steps.
 #include <torch/extension.h>
@@ -162,14 +167,26 @@ void neuron_spike_weights(const int64_t* times, int64_t K, int64_t T, const PspP
       }
     }
   }
-  // anti-causal filters y[u] = sum_{t >= u} c[t] decay^(t - u); a pre spike at t counts at u = t + shift
-  const double em = p.m(1), es = p.s(1);
+  // anti-causal filters y[u] = c[u] + decay y[u + 1] = sum_{t >= u} c[t] decay^(t - u); a pre spike at t counts
+  // at u = t + shift, so only u >= shift + 1 is written. Two steps at a time: y[u] = c[u] + decay Y and
+  // y[u - 1] = (c[u - 1] + decay c[u]) + decay^2 Y from Y = y[u + 1], so each filter waits on one multiply-add
+  // per two steps instead of per step (the sums may round differently in the last bit of a double).
+  const double em = p.m(1), es = p.s(1), em2 = em * em, es2 = es * es;
+  const int64_t first = p.shift + 1;
   double ym = 0, ys = 0;
-  for (int64_t u = last; u >= 0; --u) {
+  int64_t u = last;
+  for (; u - 1 >= first; u -= 2) {
+    const double pm = cm[u - 1] + em * cm[u], ps = cs[u - 1] + es * cs[u];
+    const double um = cm[u] + em * ym, us = cs[u] + es * ys;
+    ym = pm + em2 * ym;
+    ys = ps + es2 * ys;
+    out[(u - p.shift) * stride] = out_t(p.scale * (um + us));
+    out[(u - 1 - p.shift) * stride] = out_t(p.scale * (ym + ys));
+  }
+  if (u == first) {
     ym = cm[u] + em * ym;
     ys = cs[u] + es * ys;
-    const int64_t t = u - p.shift;
-    if (t >= 1) out[t * stride] = out_t(p.scale * (ym + ys));
+    out[(u - p.shift) * stride] = out_t(p.scale * (ym + ys));
   }
 }
 
@@ -625,9 +642,61 @@ struct Trains {
   const int64_t* of(int64_t j) const { return times.data() + off[j]; }
 };
 
-void sample_trains(const bool* raster, int64_t T, int64_t B, int64_t N, int64_t b, Trains& tr) {
+// The event lists of a raster as the forward kernels hand them on (raster_events): off (B x (T + 1), int64:
+// sample b's events of step t are idx[off[b][t] .. off[b][t + 1])) and idx (int32, ascending within a step).
+// Empty tensors: none given, the raster is scanned instead.
+struct GivenEvents {
+  const int64_t* off = nullptr;
+  const int32_t* idx = nullptr;
+};
+
+GivenEvents given_events(const torch::Tensor& off, const torch::Tensor& idx, int64_t T, int64_t B) {
+  if (off.numel() == 0) return {};
+  TORCH_CHECK(off.scalar_type() == torch::kInt64 && idx.scalar_type() == torch::kInt32 && off.is_contiguous() &&
+                  idx.is_contiguous() && off.numel() == B * (T + 1),
+              "event lists: off (B x (T + 1), int64) and idx (int32) of the raster, as the forward kernels return them");
+  return {off.data_ptr<int64_t>(), idx.data_ptr<int32_t>()};
+}
+
+// Sample b's step events: copied from the given lists, or scanned from the raster (T x B x N).
+void sample_events(const bool* raster, const GivenEvents& given, int64_t T, int64_t B, int64_t N, int64_t b,
+                   StepEvents& ev) {
+  if (given.off == nullptr) {
+    step_events(raster, T, B, N, b, ev);
+    return;
+  }
+  const int64_t* o = given.off + b * (T + 1);
+  ev.off.resize(T + 1);
+  for (int64_t t = 0; t <= T; ++t) ev.off[t] = o[t] - o[0];
+  ev.idx.assign(given.idx + o[0], given.idx + o[T]);
+}
+
+// The event lists of every sample of a raster (T x B x N) as the two tensors of GivenEvents.
+std::vector<torch::Tensor> raster_events(const bool* raster, int64_t T, int64_t B, int64_t N) {
+  std::vector<StepEvents> events(B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) step_events(raster, T, B, N, b, events[b]);
+  });
+  auto off = torch::empty({B, T + 1}, torch::TensorOptions().dtype(torch::kInt64));
+  int64_t total = 0;
+  for (const StepEvents& ev : events) total += int64_t(ev.idx.size());
+  auto idx = torch::empty({total}, torch::TensorOptions().dtype(torch::kInt32));
+  int64_t* o = off.data_ptr<int64_t>();
+  int32_t* ix = idx.data_ptr<int32_t>();
+  int64_t base = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t <= T; ++t) o[b * (T + 1) + t] = base + events[b].off[t];
+    std::copy(events[b].idx.begin(), events[b].idx.end(), ix + base);
+    base += int64_t(events[b].idx.size());
+  }
+  return {off, idx};
+}
+
+// Sample b's spike trains, from its step events (given, or scanned from the raster).
+void sample_trains(const bool* raster, const GivenEvents& given, int64_t T, int64_t B, int64_t N, int64_t b,
+                   Trains& tr) {
   StepEvents ev;
-  step_events(raster, T, B, N, b, ev);
+  sample_events(raster, given, T, B, N, b, ev);
   tr.off.assign(N + 1, 0);
   for (int32_t j : ev.idx) tr.off[j + 1] += 1;
   for (int64_t j = 0; j < N; ++j) tr.off[j + 1] += tr.off[j];
@@ -705,6 +774,40 @@ inline void add_lanes(scalar_t* __restrict sum, const scalar_t* __restrict add) 
   for (int64_t l = 0; l < BLOCK; ++l) sum[l] += add[l];
 }
 
+// The BLOCK lanes of a block of channels as one vector (GCC/Clang vector extensions).
+template <typename scalar_t>
+struct BlockLanes;
+template <>
+struct BlockLanes<float> {
+  typedef float vec __attribute__((vector_size(BLOCK * sizeof(float))));
+};
+template <>
+struct BlockLanes<double> {
+  typedef double vec __attribute__((vector_size(BLOCK * sizeof(double))));
+};
+
+// sum over m < M of the BLOCK lanes of q at row times[m] (q: rows of BLOCK values), in four partial sums
+// so that the additions do not wait on each other.
+template <typename scalar_t>
+inline typename BlockLanes<scalar_t>::vec row_sum(const scalar_t* q, const int64_t* times, int64_t M) {
+  using vec = typename BlockLanes<scalar_t>::vec;
+  const auto row = [&](int64_t m) {
+    vec r;
+    std::memcpy(&r, q + times[m] * BLOCK, sizeof(vec));
+    return r;
+  };
+  vec s0{}, s1{}, s2{}, s3{};
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) {
+    s0 += row(m);
+    s1 += row(m + 1);
+    s2 += row(m + 2);
+    s3 += row(m + 3);
+  }
+  for (; m < M; ++m) s0 += row(m);
+  return (s0 + s1) + (s2 + s3);
+}
+
 // A conv kernel (C_out x F entries) by block of BLOCK output channels, channels last: entry f of channel
 // block * BLOCK + l at (block * F + f) * BLOCK + l (0 past the last channel, whose lanes then never fire).
 template <typename scalar_t>
@@ -716,7 +819,8 @@ std::vector<scalar_t> kernel_lanes(const scalar_t* kw, int64_t cout, int64_t F) 
 }
 
 std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, int64_t height, int64_t width, int64_t stride,
-                       int64_t padding, double nu, double tau_m, double tau_s, int64_t refractory) {
+                       int64_t padding, double nu, double tau_m, double tau_s, int64_t refractory, torch::Tensor in_off,
+                       torch::Tensor in_idx) {
   TORCH_CHECK(inputs.device().is_cpu() && inputs.scalar_type() == torch::kBool, "conv_lif: a boolean CPU raster");
   auto S = inputs.contiguous();
   auto K = weight.contiguous();  // C_out x C_in x k x k
@@ -730,9 +834,10 @@ std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, 
   auto counts = torch::empty({B, N}, torch::TensorOptions().dtype(K.scalar_type()));
   const bool* in = S.data_ptr<bool>();
   bool* out = spikes.data_ptr<bool>();
+  const GivenEvents given = given_events(in_off, in_idx, T, B);
   std::vector<StepEvents> events(B);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) step_events(in, T, B, Nin, b, events[b]);
+    for (int64_t b = b0; b < b1; ++b) sample_events(in, given, T, B, Nin, b, events[b]);
   });
   const std::vector<InputReach> reach = input_reach(g);
   AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "conv_lif", [&] {
@@ -767,7 +872,20 @@ std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, 
           lif_step_plain(v.data(), x.data(), r.data(), cur.data(), reinterpret_cast<bool*>(fired.data()), count.data(),
                          M, tm, ts, th, count_t(refractory));
           bool* row = out + (t * B + b) * N + c0 * plane;
-          for (int64_t n = 0; n < plane; ++n) {
+          int64_t n = 0;
+#ifdef __AVX2__
+          // four positions (32 lane bytes) at a time: bit i of the mask is lane i % 8 of position n + i / 8
+          const uint32_t real4 = ((uint32_t(1) << nc) - 1) * 0x01010101u;  // the lanes of channels, per position
+          for (; n + 4 <= plane; n += 4) {
+            const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(fired.data() + n * BLOCK));
+            for (uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7))) & real4; mask != 0;
+                 mask &= mask - 1) {
+              const int bit = __builtin_ctz(mask);
+              row[(bit % 8) * plane + n + bit / 8] = true;
+            }
+          }
+#endif
+          for (; n < plane; ++n) {
             uint64_t lanes_fired;  // BLOCK = 8 bytes, one per lane
             std::memcpy(&lanes_fired, fired.data() + n * BLOCK, 8);
             lanes_fired &= real;
@@ -782,11 +900,13 @@ std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, 
         for (int64_t n = 0; n < plane; ++n) counted[l * plane + n] = scalar_t(count[n * BLOCK + l]);
     });
   });
-  return {spikes, counts};
+  std::vector<torch::Tensor> out_events = raster_events(out, T, B, N);
+  return {spikes, counts, out_events[0], out_events[1]};
 }
 
 std::vector<torch::Tensor> pool_lif(torch::Tensor inputs, int64_t channels, int64_t height, int64_t width, int64_t size,
-                       bool as_double, double nu, double tau_m, double tau_s, int64_t refractory) {
+                       bool as_double, double nu, double tau_m, double tau_s, int64_t refractory, torch::Tensor in_off,
+                       torch::Tensor in_idx) {
   TORCH_CHECK(inputs.device().is_cpu() && inputs.scalar_type() == torch::kBool, "pool_lif: a boolean CPU raster");
   auto S = inputs.contiguous();
   const int64_t T = S.size(0), B = S.size(1), Nin = S.size(2), ho = height / size, wo = width / size;
@@ -797,9 +917,10 @@ std::vector<torch::Tensor> pool_lif(torch::Tensor inputs, int64_t channels, int6
   auto counts = torch::empty({B, N}, torch::TensorOptions().dtype(as_double ? torch::kFloat64 : torch::kFloat32));
   const bool* in = S.data_ptr<bool>();
   bool* out = spikes.data_ptr<bool>();
+  const GivenEvents given = given_events(in_off, in_idx, T, B);
   std::vector<StepEvents> events(B);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) step_events(in, T, B, Nin, b, events[b]);
+    for (int64_t b = b0; b < b1; ++b) sample_events(in, given, T, B, Nin, b, events[b]);
   });
   std::vector<int32_t> target(Nin);  // the window (output index within its channel) of each input, -1: none
   for (int64_t q = 0; q < Nin; ++q) {
@@ -829,14 +950,17 @@ std::vector<torch::Tensor> pool_lif(torch::Tensor inputs, int64_t channels, int6
       for (int64_t n = 0; n < plane; ++n) counted[n] = scalar_t(count[n]);
     });
   });
-  return {spikes, counts};
+  std::vector<torch::Tensor> out_events = raster_events(out, T, B, N);
+  return {spikes, counts, out_events[0], out_events[1]};
 }
 
 std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor post, torch::Tensor weight,
                                          torch::Tensor delta, torch::Tensor lateral_factor, int64_t height,
                                          int64_t width, int64_t stride, int64_t padding, double nu, double tau_m,
                                          double tau_s, int64_t refractory, bool shift, bool window, bool side_effect,
-                                         bool fallbacks, double silent_value, bool need_below, bool per_sample) {
+                                         bool fallbacks, double silent_value, bool need_below, bool per_sample,
+                                         torch::Tensor pre_off, torch::Tensor pre_idx, torch::Tensor post_off,
+                                         torch::Tensor post_idx) {
   TORCH_CHECK(inputs.scalar_type() == torch::kBool && post.scalar_type() == torch::kBool,
               "conv_backward: boolean rasters");
   auto S = inputs.contiguous();  // T x B x N_in
@@ -857,11 +981,12 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
+  const GivenEvents pre_given = given_events(pre_off, pre_idx, T, B), post_given = given_events(post_off, post_idx, T, B);
   std::vector<Trains> pre(B), postt(B);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      sample_trains(in, T, B, Nin, b, pre[b]);
-      sample_trains(po, T, B, N, b, postt[b]);
+      sample_trains(in, pre_given, T, B, Nin, b, pre[b]);
+      sample_trains(po, post_given, T, B, N, b, postt[b]);
     }
   });
   const std::vector<int64_t> fields = receptive_fields(g);
@@ -896,7 +1021,7 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
           const int64_t* field = fields.data() + n * F;  // input index of each kernel entry, -1 on the padding
           // per lane l (channel c0 + l): its spike count, delta / nu, lateral factor, Q (T x BLOCK, 0 for silent lanes)
           int64_t a_out[BLOCK] = {};
-          scalar_t d[BLOCK] = {}, lat[BLOCK], vo[BLOCK] = {}, weighted[BLOCK] = {};
+          scalar_t d[BLOCK] = {}, lat[BLOCK], vo[BLOCK] = {};
           int64_t last = -1;  // Q is 0 after the last spike of every lane
           for (int64_t l = 0; l < nc; ++l) {
             const int64_t o = (c0 + l) * plane + n;
@@ -913,20 +1038,21 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
                 neuron_spike_weights(out_tr.of((c0 + l) * plane + n), a_out[l], T, p, cm.data(), cs.data(),
                                      q.data() + l, BLOCK);
           }
-          // e_{o|q} = sum over the spikes of q of Q[o, t], for the BLOCK neurons o at once
+          // e_{o|q} = sum over the spikes of q (up to the last spike of the block) of Q[o, t], the BLOCK neurons o
+          // at once; weighted[l] = sum over q of K[o, q] e_{o|q} (the side effect's numerator)
+          using vec = typename BlockLanes<scalar_t>::vec;
+          vec weighted{};
           for (int64_t f = 0; f < F; ++f) {
-            scalar_t sum[BLOCK] = {};
+            vec sum{};
             if (last >= 0 && field[f] >= 0) {
               const int64_t* ts_ = in_tr.of(field[f]);
-              for (int64_t m = 0, M = in_tr.count(field[f]); m < M && ts_[m] <= last; ++m) {
-                add_lanes(sum, q.data() + ts_[m] * BLOCK);
-              }
+              const int64_t M = std::upper_bound(ts_, ts_ + in_tr.count(field[f]), last) - ts_;
+              sum = row_sum(q.data(), ts_, M);
             }
-            const scalar_t* kf = kb + f * BLOCK;
-            for (int64_t l = 0; l < BLOCK; ++l) {
-              e[f * BLOCK + l] = sum[l];
-              weighted[l] += kf[l] * sum[l];
-            }
+            vec kf;
+            std::memcpy(&kf, kb + f * BLOCK, sizeof(vec));
+            std::memcpy(e.data() + f * BLOCK, &sum, sizeof(vec));
+            weighted += kf * sum;
           }
           bool silent_any = false;
           for (int64_t l = 0; l < nc; ++l) {
@@ -986,7 +1112,8 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
 
 torch::Tensor pool_backward(torch::Tensor inputs, torch::Tensor post, torch::Tensor delta, int64_t channels,
                             int64_t height, int64_t width, int64_t size, double tau_m, double tau_s,
-                            int64_t refractory, bool shift, bool window, bool fallbacks) {
+                            int64_t refractory, bool shift, bool window, bool fallbacks, torch::Tensor in_off,
+                            torch::Tensor in_idx, torch::Tensor post_off, torch::Tensor post_idx) {
   TORCH_CHECK(inputs.scalar_type() == torch::kBool && post.scalar_type() == torch::kBool,
               "pool_backward: boolean rasters");
   auto S = inputs.contiguous();  // T x B x N_in
@@ -999,11 +1126,12 @@ torch::Tensor pool_backward(torch::Tensor inputs, torch::Tensor post, torch::Ten
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
+  const GivenEvents in_given = given_events(in_off, in_idx, T, B), post_given = given_events(post_off, post_idx, T, B);
   std::vector<Trains> pre(B), postt(B);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      sample_trains(in, T, B, Nin, b, pre[b]);
-      sample_trains(po, T, B, N, b, postt[b]);
+      sample_trains(in, in_given, T, B, Nin, b, pre[b]);
+      sample_trains(po, post_given, T, B, N, b, postt[b]);
     }
   });
   AT_DISPATCH_FLOATING_TYPES(D.scalar_type(), "pool_backward", [&] {
