@@ -235,6 +235,33 @@ def test_event_driven_conv_equals_the_tensor_path(lif, monkeypatch, stride, padd
     assert not torch.allclose(grads[0].weight, grads[4].weight)  # the switches matter
 
 
+def test_event_driven_conv_on_blank_borders_equals_the_tensor_path(lif, monkeypatch):
+    """Inputs silent on their first and last rows (an image's blank border), and one sample silent
+    until step 120: the compiled conv layer leaves output rows that no input has reached yet
+    unstepped, which must change no spike and no gradient."""
+    g = torch.Generator().manual_seed(77)
+    in_shape = (2, 12, 10)
+    layer = ConvLayer(torch.rand(9, 2, 3, 3, generator=g) * 2 - 0.6, 2.0, lif, NO_REG, in_shape=in_shape, padding=1)
+    inputs = sparse_inputs(g, 200, 2, 2 * 12 * 10, 0.08).view(200, 2, 2, 12, 10)
+    inputs[:, :, :, :3] = False
+    inputs[:, :, :, -2:] = False
+    inputs[:120, 1] = False
+    inputs = inputs.reshape(200, 2, -1)
+    delta = torch.randn(2, layer.units, generator=g)
+
+    def run():
+        trace = layer.forward(inputs)
+        return trace.spikes, layer.backward(trace, delta, Hm2bp())
+
+    (spikes, grad), (tensor_spikes, tensor_grad) = both_paths(monkeypatch, run)
+    assert torch.equal(spikes, tensor_spikes)
+    rows = spikes.view(200, 2, 9, 12, 10).any(0).any(1).any(-1)  # per sample and output row: did it fire
+    assert bool(rows[:, 4:8].all()) and not bool(rows[:, :2].any())  # fired in the middle, never at the top
+    assert not bool(spikes[:121, 1].any()) and bool(spikes[121:, 1].any())
+    assert_close(grad.weight, tensor_grad.weight, torch.float32)
+    assert_close(grad.delta_below, tensor_grad.delta_below, torch.float32)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("size, in_shape", [(2, (3, 9, 7)), (3, (2, 9, 9))])
 def test_event_driven_pool_equals_the_tensor_path(lif, monkeypatch, size, in_shape, dtype):

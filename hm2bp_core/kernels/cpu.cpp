@@ -768,12 +768,6 @@ void for_channels(int64_t B, int64_t C, const F& f) {
 
 constexpr int64_t BLOCK = 8;  // output channels that conv_lif simulates together: one AVX2 vector of floats
 
-// sum[l] += add[l] for the BLOCK lanes (one vector instruction: the arrays do not overlap)
-template <typename scalar_t>
-inline void add_lanes(scalar_t* __restrict sum, const scalar_t* __restrict add) {
-  for (int64_t l = 0; l < BLOCK; ++l) sum[l] += add[l];
-}
-
 // The BLOCK lanes of a block of channels as one vector (GCC/Clang vector extensions).
 template <typename scalar_t>
 struct BlockLanes;
@@ -785,6 +779,16 @@ template <>
 struct BlockLanes<double> {
   typedef double vec __attribute__((vector_size(BLOCK * sizeof(double))));
 };
+
+// sum[l] += add[l] for the BLOCK lanes (one vector load, add and store)
+template <typename scalar_t>
+inline void add_lanes(scalar_t* sum, const scalar_t* add) {
+  typename BlockLanes<scalar_t>::vec a, b;
+  std::memcpy(&a, sum, sizeof(a));
+  std::memcpy(&b, add, sizeof(b));
+  a += b;
+  std::memcpy(sum, &a, sizeof(a));
+}
 
 // sum over m < M of the BLOCK lanes of q at row times[m] (q: rows of BLOCK values), in four partial sums
 // so that the additions do not wait on each other.
@@ -854,29 +858,39 @@ std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, 
       std::vector<uint8_t> fired(M);
       const StepEvents& ev = events[b];
       const scalar_t* kb = lanes.data() + block * F * BLOCK;
+      // Output rows lo..hi have had input; outside them every neuron is still at rest (v = x = r = 0, no
+      // current), where a LIF step changes nothing and fires nothing: those rows are not stepped (the
+      // blank borders of an image).
+      int64_t lo = g.ho, hi = -1;
+      const int64_t row_lanes = g.wo * BLOCK;
       for (int64_t t = 0; t < T; ++t) {
         // I[t] of the block: the kernel footprint of every input firing at t; it reaches the neuron at t + 1
-        std::fill(next.begin(), next.end(), scalar_t(0));
+        if (hi >= lo) std::fill(next.begin() + lo * row_lanes, next.begin() + (hi + 1) * row_lanes, scalar_t(0));
         for (int64_t e = ev.off[t]; e < ev.off[t + 1]; ++e) {
           const InputReach& in_q = reach[ev.idx[e]];
           const scalar_t* kk = kb + in_q.kernel * BLOCK;
+          if (in_q.x0 <= in_q.x1) {
+            lo = std::min<int64_t>(lo, in_q.x0);
+            hi = std::max<int64_t>(hi, in_q.x1);
+          }
           for (int64_t ox = in_q.x0; ox <= in_q.x1; ++ox) {
             const int64_t base = (in_q.u + g.p - g.s * ox) * g.k + in_q.w + g.p;  // kernel entry (i, j) at oy: base - s oy
-            scalar_t* row = next.data() + ox * g.wo * BLOCK;
-            for (int64_t oy = in_q.y0; oy <= in_q.y1; ++oy) {
-              add_lanes(row + oy * BLOCK, kk + (base - g.s * oy) * BLOCK);
-            }
+            scalar_t* dst = next.data() + (ox * g.wo + in_q.y0) * BLOCK;
+            const scalar_t* src = kk + (base - g.s * in_q.y0) * BLOCK;
+            for (int64_t oy = in_q.y0; oy <= in_q.y1; ++oy, dst += BLOCK, src -= g.s * BLOCK) add_lanes(dst, src);
           }
         }
-        if (t != 0) {  // no spike is possible at t = 0 (the zero state only decays)
-          lif_step_plain(v.data(), x.data(), r.data(), cur.data(), reinterpret_cast<bool*>(fired.data()), count.data(),
-                         M, tm, ts, th, count_t(refractory));
+        if (t != 0 && hi >= lo) {  // no spike is possible at t = 0 (the zero state only decays)
+          const int64_t o = lo * row_lanes, n_end = (hi + 1) * g.wo;
+          lif_step_plain(v.data() + o, x.data() + o, r.data() + o, cur.data() + o,
+                         reinterpret_cast<bool*>(fired.data()) + o, count.data() + o, (hi + 1 - lo) * row_lanes, tm, ts,
+                         th, count_t(refractory));
           bool* row = out + (t * B + b) * N + c0 * plane;
-          int64_t n = 0;
+          int64_t n = lo * g.wo;
 #ifdef __AVX2__
           // four positions (32 lane bytes) at a time: bit i of the mask is lane i % 8 of position n + i / 8
           const uint32_t real4 = ((uint32_t(1) << nc) - 1) * 0x01010101u;  // the lanes of channels, per position
-          for (; n + 4 <= plane; n += 4) {
+          for (; n + 4 <= n_end; n += 4) {
             const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(fired.data() + n * BLOCK));
             for (uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7))) & real4; mask != 0;
                  mask &= mask - 1) {
@@ -885,7 +899,7 @@ std::vector<torch::Tensor> conv_lif(torch::Tensor inputs, torch::Tensor weight, 
             }
           }
 #endif
-          for (; n < plane; ++n) {
+          for (; n < n_end; ++n) {
             uint64_t lanes_fired;  // BLOCK = 8 bytes, one per lane
             std::memcpy(&lanes_fired, fired.data() + n * BLOCK, 8);
             lanes_fired &= real;
@@ -1046,7 +1060,8 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
             vec sum{};
             if (last >= 0 && field[f] >= 0) {
               const int64_t* ts_ = in_tr.of(field[f]);
-              const int64_t M = std::upper_bound(ts_, ts_ + in_tr.count(field[f]), last) - ts_;
+              int64_t M = in_tr.count(field[f]);
+              while (M > 0 && ts_[M - 1] > last) --M;  // few spikes come after the block's last (often none)
               sum = row_sum(q.data(), ts_, M);
             }
             vec kf;
@@ -1076,24 +1091,35 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
             }
           for (int64_t f = 0; f < F; ++f)
             for (int64_t l = 0; l < BLOCK; ++l) g_lanes[f * BLOCK + l] += vo[l] * e[f * BLOCK + l];
-          if (need_below)  // R = e / a_q where the input fires; fallbacks: R = 1 where it is silent (or the post is)
+          if (need_below) {
+            // delta_q += sum over the lanes of delta_o / nu * K[o, q] * R_oq, R = e / a_q where the input fires (a
+            // silent lane's e is silent_value there); fallbacks: R = 1 where the input or the post is silent
+            vec dv{}, dfire{}, dsil{};  // delta / nu of all, of the firing and of the silent lanes (0 past nc)
+            for (int64_t l = 0; l < nc; ++l) {
+              dv[l] = d[l];
+              (a_out[l] > 0 ? dfire : dsil)[l] = d[l];
+            }
+            const auto lanes_sum = [](vec v) {
+              scalar_t total = 0;
+              for (int64_t l = 0; l < BLOCK; ++l) total += v[l];
+              return total;
+            };
             for (int64_t f = 0; f < F; ++f) {
               if (field[f] < 0) continue;
               const int64_t a_q = in_tr.count(field[f]);
-              const scalar_t* kf = kb + f * BLOCK;
+              vec kf, ef;
+              std::memcpy(&kf, kb + f * BLOCK, sizeof(vec));
               scalar_t sum = 0;
-              for (int64_t l = 0; l < nc; ++l) {
-                if (a_out[l] > 0) {
-                  if (a_q > 0) sum += d[l] * kf[l] * e[f * BLOCK + l] / scalar_t(a_q);
-                  else if (fallbacks) sum += d[l] * kf[l];
-                } else if (fallbacks) {
-                  sum += d[l] * kf[l];
-                } else if (a_q > 0) {
-                  sum += e_silent * d[l] * kf[l] / scalar_t(a_q);
-                }
+              if (a_q > 0) {
+                std::memcpy(&ef, e.data() + f * BLOCK, sizeof(vec));
+                sum = fallbacks ? lanes_sum(dfire * kf * ef) / scalar_t(a_q) + lanes_sum(dsil * kf)
+                                : lanes_sum(dv * kf * ef) / scalar_t(a_q);
+              } else if (fallbacks) {
+                sum = lanes_sum(dv * kf);
               }
               bb[field[f]] += sum;
             }
+          }
         }
         for (int64_t l = 0; l < nc; ++l) {
           scalar_t* gc = per_sample ? gr + (b * g.cout + c0 + l) * F : g_sum.data() + (c0 + l) * F;
