@@ -350,3 +350,34 @@ def test_event_lists_are_the_rasters_spikes_and_change_nothing(lif):
         given = conv.backward(conv_trace, delta, Hm2bp(), per_sample=per_sample)
         alone = conv.backward(replace(conv_trace, events=None), delta, Hm2bp(), per_sample=per_sample)
         assert torch.equal(given.weight, alone.weight) and torch.equal(given.delta_below, alone.delta_below)
+
+
+def test_threads_give_the_same_result_on_every_run():
+    """With several threads the kernels split the work into chunks whose partial sums (the kernels'
+    gradients, the errors sent down) are added in chunk order, not in the order the threads finish:
+    every run of the same batch is bit-identical, and one thread's result differs only by rounding."""
+    compiled_kernels()
+    spec = TrainingSpec.model_validate({
+        "network": {"layers": [{"type": "conv", "channels": 12, "kernel": 3, "padding": 1, "threshold": 2},
+                               {"type": "pool", "size": 2, "threshold": 1},
+                               {"type": "dense", "units": 30, "threshold": 3},
+                               {"type": "dense", "units": 10, "threshold": 3}]},
+        "encoding": {"time_steps": 120},
+    })
+    net = SpikingNetwork(spec, (12, 12), seed=5)
+    with torch.no_grad():
+        net.parameters[0].mul_(3).add_(0.3)
+    inputs = sparse_inputs(torch.Generator().manual_seed(3), 120, 7, 144, 0.1)
+    labels = torch.arange(7) % 10
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = net.run(inputs, labels).gradients
+        torch.set_num_threads(3)
+        runs = [net.run(inputs, labels).gradients for _ in range(4)]
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run, strict=True))
+    for a, b in zip(runs[0], one, strict=True):
+        assert float(b.abs().sum()) > 0 and torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))

@@ -8,7 +8,7 @@
 check both against each other).
 
 Each build lives in a folder under ``HM2BP_KERNEL_CACHE`` (default ~/.cache/hm2bp/kernels) named
-after the hash of everything the build depends on: the source, the torch version, the CPU (it is
+after the hash of everything the build depends on: the source, the compiler flags, the torch version, the CPU (it is
 compiled for the machine's instruction set) and the environment (the interpreter's prefix and the
 source's path, which torch's ``build.ninja`` records). So two checkouts or virtualenvs on one
 machine each keep their own build instead of rebuilding over each other. Builders of one folder
@@ -45,6 +45,10 @@ def _cpu_key() -> bytes:
 
 
 SOURCE = Path(__file__).with_name("cpu.cpp")
+# -fopenmp: at::parallel_for runs its chunks on threads only where the extension itself is built with OpenMP
+# (without it every kernel ran on one thread, whatever torch.set_num_threads said)
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
 MODULE_FILE = "hm2bp_cpu.so"  # what torch's loader builds in the cache folder
 
 
@@ -53,7 +57,7 @@ def build_dir() -> Path:
     import torch
 
     key = b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), _cpu_key(), sys.prefix.encode(),
-                      str(SOURCE.resolve()).encode()])
+                      str(SOURCE.resolve()).encode(), " ".join(CFLAGS + LDFLAGS).encode()])
     cache = Path(os.environ.get("HM2BP_KERNEL_CACHE", Path.home() / ".cache" / "hm2bp" / "kernels"))
     return cache / f"cpu-{hashlib.sha256(key).hexdigest()[:16]}"
 
@@ -72,7 +76,7 @@ def build_cpu_kernels() -> ModuleType:
         if fresh:
             log.warning("hm2bp: building the C++ CPU kernels into %s (once per environment; about a minute)", build)
         started = time.monotonic()
-        module = load("hm2bp_cpu", sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"],
+        module = load("hm2bp_cpu", sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                       build_directory=str(build), verbose=False)
         if fresh:
             log.warning("hm2bp: the CPU kernels were built in %.0f s", time.monotonic() - started)

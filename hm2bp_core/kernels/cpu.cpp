@@ -45,7 +45,6 @@
 #endif
 #include <cmath>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 // One step t > 0 of the authors' LIF loop (algorithm section 2.2) for N neurons of one sample, v, x, r updated
@@ -333,8 +332,15 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
-  std::mutex merge;
   AT_DISPATCH_FLOATING_TYPES(WT.scalar_type(), "dense_backward", [&] {
+    // each chunk's gradient sum (its thread's gt, the rows it added to, its post neurons lo .. hi), added to g in
+    // chunk order after the parallel loop: the sum does not depend on which thread finished first
+    struct Part {
+      scalar_t* gt = nullptr;
+      std::vector<int64_t> rows;
+      int64_t lo = 0, hi = 0;
+    };
+    std::vector<Part> parts(at::get_num_threads());
     const scalar_t* wt = WT.data_ptr<scalar_t>();
     const scalar_t* dl = D.data_ptr<scalar_t>();
     const scalar_t* lf = has_lateral ? L.data_ptr<scalar_t>() : nullptr;
@@ -447,22 +453,26 @@ std::vector<torch::Tensor> dense_backward(torch::Tensor inputs, torch::Tensor po
           }
         }
       }
-      if (!per_sample) {  // g (N x N_in) += this thread's G^T over its post neurons and inputs, transposed in tiles
-        std::vector<int64_t> rows;
+      if (!per_sample) {  // this chunk's G^T over its post neurons and inputs, added to g below
+        Part& part = parts[at::get_thread_num()];
+        part.gt = gt.data();
+        part.lo = lo;
+        part.hi = hi;
         for (int64_t j = 0; j < Nin; ++j)
-          if (touched[j]) rows.push_back(j);
-        {
-          std::lock_guard<std::mutex> lock(merge);
-          constexpr int64_t tile = 32;
-          const int64_t R = int64_t(rows.size());
-          for (int64_t k0 = 0; k0 < R; k0 += tile)
-            for (int64_t i0 = lo; i0 < hi; i0 += tile)
-              for (int64_t i = i0; i < std::min(i0 + tile, hi); ++i)
-                for (int64_t k = k0; k < std::min(k0 + tile, R); ++k) g[i * Nin + rows[k]] += gt[rows[k] * N + i];
-        }
-        for (int64_t j : rows) std::fill(gt.begin() + j * N, gt.begin() + (j + 1) * N, scalar_t(0));
+          if (touched[j]) part.rows.push_back(j);
       }
     });
+    for (Part& part : parts) {  // g (N x N_in) += each chunk's G^T, transposed in tiles; its rows cleared after
+      if (part.gt == nullptr) continue;
+      constexpr int64_t tile = 32;
+      const int64_t R = int64_t(part.rows.size());
+      for (int64_t k0 = 0; k0 < R; k0 += tile)
+        for (int64_t i0 = part.lo; i0 < part.hi; i0 += tile)
+          for (int64_t i = i0; i < std::min(i0 + tile, part.hi); ++i)
+            for (int64_t k = k0; k < std::min(k0 + tile, R); ++k)
+              g[i * Nin + part.rows[k]] += part.gt[part.rows[k] * N + i];
+      for (int64_t j : part.rows) std::fill(part.gt + j * N, part.gt + (j + 1) * N, scalar_t(0));
+    }
   });
   auto below = !need_below ? below_parts : C == 1 ? below_parts[0] : below_parts.sum(0);
   return {grad, below};
@@ -1005,7 +1015,6 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
   });
   const std::vector<int64_t> fields = receptive_fields(g);
   const int64_t blocks = (g.cout + BLOCK - 1) / BLOCK;
-  std::mutex merge;
   AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "conv_backward", [&] {
     const scalar_t* kw = K.data_ptr<scalar_t>();
     const scalar_t* dl = D.data_ptr<scalar_t>();
@@ -1016,11 +1025,21 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
     const std::vector<scalar_t> lanes = kernel_lanes(kw, g.cout, F);
     // one item: a sample's block of BLOCK output channels, whose neurons at one position share their
     // receptive field: its input spikes are read once for all of them, each adding a vector of Q values
+    // each chunk's sums (the kernel gradient; the error sent to its samples b_first ..), added up in chunk order
+    // after the parallel loop: the sums do not depend on which thread finished first
+    struct Part {
+      int64_t b_first = -1;
+      std::vector<scalar_t> g_sum, below_sum;
+    };
+    std::vector<Part> parts(at::get_num_threads());
     at::parallel_for(0, B * blocks, 1, [&](int64_t a, int64_t z) {
-      // this chunk's sums: the kernel gradient and the error sent to its samples b_first .. b_last
       const int64_t b_first = a / blocks, b_last = (z - 1) / blocks;
-      std::vector<scalar_t> g_sum(per_sample ? 0 : g.cout * F, scalar_t(0));
-      std::vector<scalar_t> below_sum(need_below ? (b_last - b_first + 1) * Nin : 0, scalar_t(0));
+      Part& part = parts[at::get_thread_num()];
+      part.b_first = b_first;
+      std::vector<scalar_t>& g_sum = part.g_sum;
+      std::vector<scalar_t>& below_sum = part.below_sum;
+      g_sum.assign(per_sample ? 0 : g.cout * F, scalar_t(0));
+      below_sum.assign(need_below ? (b_last - b_first + 1) * Nin : 0, scalar_t(0));
       std::vector<scalar_t> q(T * BLOCK), e(F * BLOCK), g_lanes(F * BLOCK);
       std::vector<double> cm(T), cs(T);
       for (int64_t item = a; item < z; ++item) {
@@ -1126,12 +1145,12 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
           for (int64_t f = 0; f < F; ++f) gc[f] += g_lanes[f * BLOCK + l];
         }
       }
-      std::lock_guard<std::mutex> lock(merge);
-      if (!per_sample)
-        for (int64_t f = 0; f < g.cout * F; ++f) gr[f] += g_sum[f];
-      if (need_below)
-        for (int64_t f = 0; f < (b_last - b_first + 1) * Nin; ++f) bl[b_first * Nin + f] += below_sum[f];
     });
+    for (const Part& part : parts) {
+      if (part.b_first < 0) continue;
+      for (size_t f = 0; f < part.g_sum.size(); ++f) gr[f] += part.g_sum[f];
+      for (size_t f = 0; f < part.below_sum.size(); ++f) bl[part.b_first * Nin + int64_t(f)] += part.below_sum[f];
+    }
   });
   return {grad, below};
 }
