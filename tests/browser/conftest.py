@@ -24,6 +24,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "tests" / "artifacts"
+DOCS_IMG = REPO / "docs" / "img"  # screenshots the docs show, redrawn by the tests that make them
 TINY_SPEC = {
     "network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
                            {"type": "dense", "units": 10, "threshold": 5}]},
@@ -106,6 +107,13 @@ def sign_in(page, dashboard: Dashboard) -> None:
     page.fill("#token", dashboard.token)
     page.click("button[type=submit]")
     page.wait_for_selector("#jobs-table")
+
+
+def docs_screenshot(page, name: str) -> None:
+    """A screenshot for the docs (docs/img/NAME), after the charts' transitions settle."""
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(DOCS_IMG / name), full_page=True)
 
 
 def screenshot(page, name: str) -> Path:

@@ -10,12 +10,10 @@ import copy
 import time
 
 import pytest
-from service.harness import REPO
 
-from .conftest import TINY_SPEC, sign_in
+from .conftest import TINY_SPEC, docs_screenshot, sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # each training child starts slowly on a loaded machine
-DOCS_IMG = REPO / "docs" / "img"
 TRACES = "(id) => (document.getElementById(id).data || []).length"
 # learns within an epoch; threshold 500 silences the hidden layer (chance accuracy), so it is pruned
 SEARCH_SPEC = {"network": {"layers": [{"type": "dense", "units": 40, "threshold": 5},
@@ -24,12 +22,6 @@ SEARCH_SPEC = {"network": {"layers": [{"type": "dense", "units": 40, "threshold"
                "training": {"epochs": 3, "batch_size": 8, "max_train_samples": 200, "max_test_samples": 60}}
 SPACE = {"training.lr": {"low": 1.8e-2, "high": 2.2e-2},
          "network.layers[0].threshold": {"choices": [5, 500]}}
-
-
-def docs_screenshot(page, name: str) -> None:
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    time.sleep(0.5)  # let the charts' transitions settle
-    page.screenshot(path=str(DOCS_IMG / name), full_page=True)
 
 
 def test_compare_two_finished_jobs(page, dashboard):

@@ -12,7 +12,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import TINY_SPEC, screenshot, sign_in
+from .conftest import TINY_SPEC, docs_screenshot, screenshot, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -223,5 +223,4 @@ def test_a_paper_model_is_drawn_beside_the_authors_curves(page, dashboard):
     assert names[:2] == ["train", "test"] and "authors mnist-fc: test" in names and "authors mnist-fc: train" in names
     dashes = page.evaluate("() => document.getElementById('chart-accuracy').data.slice(2).map((t) => t.line.dash)")
     assert set(dashes) <= {"dash", "dot"} and dashes
-    time.sleep(0.5)  # let the chart transitions settle for the screenshot
-    screenshot(page, "dashboard-job-paper-reference.png")
+    docs_screenshot(page, "dashboard-job-paper-reference.png")  # docs/reproduction.md shows it

@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import TINY_SPEC, sign_in
+from .conftest import TINY_SPEC, docs_screenshot, sign_in
 
 # each test at both widths; the first to use `finished` waits for its jobs (minutes on a busy machine)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("width"), pytest.mark.timeout(1800)]
 
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 WIDTHS = {"desktop": 1440, "400": 400}
 EXAMPLE = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "digits.yaml").read_text())
 
@@ -86,13 +85,6 @@ def in_viewport(page, selector: str) -> bool:
 
 def no_horizontal_overflow(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-
-
-def docs_screenshot(page, name: str) -> None:
-    """A screenshot for the docs (docs/img/NAME), after the charts' transitions settle."""
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(600)
-    page.screenshot(path=str(DOCS_IMG / name), full_page=True)
 
 
 def wait_until(page, condition, seconds: float = 30.0) -> bool:
