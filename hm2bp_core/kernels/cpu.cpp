@@ -716,6 +716,20 @@ void sample_trains(const bool* raster, const GivenEvents& given, int64_t T, int6
     for (int64_t e = ev.off[t]; e < ev.off[t + 1]; ++e) tr.times[fill[ev.idx[e]]++] = t;
 }
 
+// The pre and post spike trains of every sample of a backward pass (rasters T x B x N_in and T x B x N, each
+// with its event lists when the forward kernels handed them on).
+void batch_trains(const bool* in, const torch::Tensor& in_off, const torch::Tensor& in_idx, int64_t Nin, const bool* po,
+                  const torch::Tensor& post_off, const torch::Tensor& post_idx, int64_t N, int64_t T, int64_t B,
+                  std::vector<Trains>& pre, std::vector<Trains>& post) {
+  const GivenEvents in_given = given_events(in_off, in_idx, T, B), post_given = given_events(post_off, post_idx, T, B);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      sample_trains(in, in_given, T, B, Nin, b, pre[b]);
+      sample_trains(po, post_given, T, B, N, b, post[b]);
+    }
+  });
+}
+
 // A conv layer's geometry: input C_in x H x W, output C_out x Ho x Wo, kernel k, stride s, padding p.
 // Output (x, y) sees input (s x + i - p, s y + j - p) through kernel entry (i, j).
 struct ConvGeometry {
@@ -1005,14 +1019,8 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor inputs, torch::Tensor pos
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
-  const GivenEvents pre_given = given_events(pre_off, pre_idx, T, B), post_given = given_events(post_off, post_idx, T, B);
   std::vector<Trains> pre(B), postt(B);
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      sample_trains(in, pre_given, T, B, Nin, b, pre[b]);
-      sample_trains(po, post_given, T, B, N, b, postt[b]);
-    }
-  });
+  batch_trains(in, pre_off, pre_idx, Nin, po, post_off, post_idx, N, T, B, pre, postt);
   const std::vector<int64_t> fields = receptive_fields(g);
   const int64_t blocks = (g.cout + BLOCK - 1) / BLOCK;
   AT_DISPATCH_FLOATING_TYPES(K.scalar_type(), "conv_backward", [&] {
@@ -1171,14 +1179,8 @@ torch::Tensor pool_backward(torch::Tensor inputs, torch::Tensor post, torch::Ten
   const PspParams p = psp_params(tau_m, tau_s, refractory, shift, window, T);
   const bool* in = S.data_ptr<bool>();
   const bool* po = P.data_ptr<bool>();
-  const GivenEvents in_given = given_events(in_off, in_idx, T, B), post_given = given_events(post_off, post_idx, T, B);
   std::vector<Trains> pre(B), postt(B);
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      sample_trains(in, in_given, T, B, Nin, b, pre[b]);
-      sample_trains(po, post_given, T, B, N, b, postt[b]);
-    }
-  });
+  batch_trains(in, in_off, in_idx, Nin, po, post_off, post_idx, N, T, B, pre, postt);
   AT_DISPATCH_FLOATING_TYPES(D.scalar_type(), "pool_backward", [&] {
     const scalar_t* dl = D.data_ptr<scalar_t>();
     scalar_t* bl = below.data_ptr<scalar_t>();
